@@ -1,0 +1,187 @@
+//! An intrusive doubly-linked list over page indices, stored in two dense
+//! arrays (`prev`, `next`). O(1) insert, remove, move and membership test;
+//! deterministic; allocates only when an index beyond the current capacity
+//! is inserted.
+
+use crate::PageIndex;
+use alloc::vec::Vec;
+
+/// End of list.
+const NIL: u32 = u32::MAX;
+/// Not a member (stored in `prev` of a page that is not linked).
+const OUT: u32 = u32::MAX - 1;
+
+/// The largest page index a policy can track (`u32::MAX - 2`).
+pub const MAX_TRACKED_INDEX: usize = (u32::MAX - 2) as usize;
+
+#[derive(Clone, Debug)]
+pub(crate) struct IndexList {
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+impl IndexList {
+    pub(crate) fn with_capacity(pages: usize) -> IndexList {
+        IndexList {
+            prev: alloc::vec![OUT; pages],
+            next: alloc::vec![NIL; pages],
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn contains(&self, p: PageIndex) -> bool {
+        self.prev.get(p.0).is_some_and(|&v| v != OUT)
+    }
+
+    pub(crate) fn front(&self) -> Option<PageIndex> {
+        (self.head != NIL).then_some(PageIndex(self.head as usize))
+    }
+
+    /// The page after `p`, if any. `p` must be a member.
+    pub(crate) fn next_of(&self, p: PageIndex) -> Option<PageIndex> {
+        let n = self.next[p.0];
+        (n != NIL).then_some(PageIndex(n as usize))
+    }
+
+    /// The page after `p`, wrapping to the front. `p` must be a member.
+    pub(crate) fn next_cyclic(&self, p: PageIndex) -> Option<PageIndex> {
+        self.next_of(p).or_else(|| self.front())
+    }
+
+    fn slot(&mut self, p: PageIndex) -> u32 {
+        assert!(
+            p.0 <= MAX_TRACKED_INDEX,
+            "page index {} exceeds what a policy can track",
+            p.0
+        );
+        if p.0 >= self.prev.len() {
+            let n = (p.0 + 1).max(self.prev.len() * 2);
+            self.prev.resize(n, OUT);
+            self.next.resize(n, NIL);
+        }
+        p.0 as u32
+    }
+
+    /// Appends `p` (not a member) at the back.
+    pub(crate) fn push_back(&mut self, p: PageIndex) {
+        let i = self.slot(p);
+        debug_assert!(self.prev[p.0] == OUT, "page {} already listed", p.0);
+        self.prev[p.0] = self.tail;
+        self.next[p.0] = NIL;
+        match self.tail {
+            NIL => self.head = i,
+            t => self.next[t as usize] = i,
+        }
+        self.tail = i;
+        self.len += 1;
+    }
+
+    /// Inserts `p` (not a member) just before `at` (a member).
+    pub(crate) fn insert_before(&mut self, p: PageIndex, at: PageIndex) {
+        let i = self.slot(p);
+        debug_assert!(self.prev[p.0] == OUT, "page {} already listed", p.0);
+        let before = self.prev[at.0];
+        self.prev[p.0] = before;
+        self.next[p.0] = at.0 as u32;
+        self.prev[at.0] = i;
+        match before {
+            NIL => self.head = i,
+            b => self.next[b as usize] = i,
+        }
+        self.len += 1;
+    }
+
+    /// Unlinks `p`; returns whether it was a member.
+    pub(crate) fn remove(&mut self, p: PageIndex) -> bool {
+        if !self.contains(p) {
+            return false;
+        }
+        let (prev, next) = (self.prev[p.0], self.next[p.0]);
+        match prev {
+            NIL => self.head = next,
+            v => self.next[v as usize] = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            v => self.prev[v as usize] = prev,
+        }
+        self.prev[p.0] = OUT;
+        self.next[p.0] = NIL;
+        self.len -= 1;
+        true
+    }
+
+    /// Takes pages from the front: evictable ones are unlinked and
+    /// appended to `victims`, ineligible ones are moved to the back (so they
+    /// are not walked over again by the next call), until `want` were taken
+    /// (`None`: all of them) or every member was visited once.
+    pub(crate) fn take_from_front(
+        &mut self,
+        want: Option<usize>,
+        evictable: &mut dyn FnMut(PageIndex) -> bool,
+        victims: &mut Vec<PageIndex>,
+    ) {
+        let mut taken = 0;
+        for _ in 0..self.len {
+            if want.is_some_and(|w| taken >= w) {
+                break;
+            }
+            let Some(p) = self.front() else { break };
+            if evictable(p) {
+                self.remove(p);
+                victims.push(p);
+                taken += 1;
+            } else {
+                self.move_to_back(p);
+            }
+        }
+    }
+
+    /// Moves member `p` to the back.
+    pub(crate) fn move_to_back(&mut self, p: PageIndex) {
+        if self.tail as usize != p.0 && self.remove(p) {
+            self.push_back(p);
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn order(l: &IndexList) -> Vec<usize> {
+        let mut v = Vec::new();
+        let mut cur = l.front();
+        while let Some(p) = cur {
+            v.push(p.0);
+            cur = l.next_of(p);
+        }
+        v
+    }
+
+    #[test]
+    fn link_operations_keep_order() {
+        let mut l = IndexList::with_capacity(2);
+        for i in [3, 1, 4] {
+            l.push_back(PageIndex(i));
+        }
+        l.insert_before(PageIndex(9), PageIndex(3));
+        assert_eq!(order(&l), [9, 3, 1, 4]);
+        l.move_to_back(PageIndex(3));
+        assert_eq!(order(&l), [9, 1, 4, 3]);
+        assert!(l.remove(PageIndex(4)) && !l.remove(PageIndex(4)));
+        assert_eq!(order(&l), [9, 1, 3]);
+        assert_eq!(l.next_cyclic(PageIndex(3)), Some(PageIndex(9)));
+        assert_eq!(l.len(), 3);
+        assert!(!l.contains(PageIndex(100)));
+    }
+}
