@@ -1,0 +1,1 @@
+//! Benchmarks for sbma; the code lives in `benches/`.

@@ -1,0 +1,74 @@
+//! The `sbma` binary as a user runs it.
+
+use std::process::Command;
+
+fn sbma(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sbma"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn demo_verifies_every_byte_out_of_core() {
+    for policy in ["clock", "lru", "fifo", "all"] {
+        let (code, out, err) = sbma(&[
+            "demo",
+            "--size",
+            "8M",
+            "--budget",
+            "2M",
+            "--page-size",
+            "16K",
+            "--policy",
+            policy,
+        ]);
+        assert_eq!(code, 0, "{policy}: {out}{err}");
+        assert!(out.contains("through a 2 MiB budget (4.0x)"), "{out}");
+        assert!(out.contains("(0 mismatches)"), "{out}");
+        assert!(
+            out.contains("peak memory held 2.0 MiB"),
+            "{policy}: memory above budget?\n{out}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    for (args, needle) in [
+        (&["demo", "--budget", "1X"][..], "--budget 1X: unknown unit"),
+        (
+            &["demo", "--policy", "lfu"][..],
+            "--policy lfu: unknown eviction policy",
+        ),
+        (
+            &["demo", "--page-size", "3K"][..],
+            "--page-size: page size is not a power of two",
+        ),
+        (&["demo", "--budget", "1K"][..], "cannot hold one"),
+        (&["demo", "--size"][..], "--size needs a value"),
+        (
+            &["demo", "--frobnicate", "1"][..],
+            "unknown option --frobnicate",
+        ),
+        (&["run", "--", "true"][..], "not built yet"),
+        (&["bogus"][..], "unknown command `bogus`"),
+        (&[][..], "no command given"),
+    ] {
+        let (code, _, err) = sbma(args);
+        assert_eq!(code, 2, "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("sbma: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, out, _) = sbma(&["help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("usage: sbma"));
+}
