@@ -277,8 +277,9 @@ pub fn random_sequences_meet_requirements<P: EvictionPolicy>(make: impl Fn(PageC
 /// Generates one `#[test]` per conformance check for a policy constructor
 /// `fn(PageCount) -> P`.
 ///
-/// ```ignore
+/// ```
 /// sbma_core::policy_conformance!(clock, sbma_core::Clock::with_capacity);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! policy_conformance {
