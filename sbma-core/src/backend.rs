@@ -17,7 +17,8 @@
 //! [`SimBackend`]: crate::SimBackend
 //! [`Engine`]: crate::Engine
 
-use crate::PageRange;
+use crate::state::{Action, Actions};
+use crate::{PageCount, PageRange};
 use core::fmt;
 
 /// The access a page range allows.
@@ -99,4 +100,51 @@ pub trait PageBackend {
     /// # Errors
     /// The backend's error.
     fn punch_hole(&self, range: PageRange) -> Result<(), Self::Error>;
+}
+
+/// Runs `actions` on `range` in canonical order ([`Actions::iter`]).
+///
+/// `Charge` is the caller's (it happens before the transition is
+/// committed) and `Wake` is the caller's too (it needs the page's word);
+/// both are skipped here. `Uncharge` calls `uncharge` with the number of
+/// pages.
+///
+/// After a failure, fills and writes stop but releases (`Revoke`,
+/// `Discard`, `PunchHole`, `Uncharge`) still run, so memory is still given
+/// back and the budget keeps matching the page table; the first error is
+/// returned.
+///
+/// # Errors
+/// The first backend error.
+pub fn run_actions<B: PageBackend + ?Sized>(
+    backend: &B,
+    range: PageRange,
+    actions: Actions,
+    uncharge: &mut dyn FnMut(PageCount),
+) -> Result<(), B::Error> {
+    let mut first_error = None;
+    for action in actions.iter() {
+        if first_error.is_some() && !action.is_release() {
+            continue;
+        }
+        let r = match action {
+            Action::Charge | Action::Wake => Ok(()),
+            Action::WriteProtect | Action::GrantRead => backend.protect(range, Protection::Read),
+            Action::WriteBack => backend.write_back(range),
+            Action::Revoke => backend.protect(range, Protection::None),
+            Action::Discard => backend.discard(range),
+            Action::PunchHole => backend.punch_hole(range),
+            Action::ReadIn => backend.read_in(range),
+            Action::ZeroFill => backend.zero_fill(range),
+            Action::GrantWrite => backend.protect(range, Protection::ReadWrite),
+            Action::Uncharge => {
+                uncharge(range.count);
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }

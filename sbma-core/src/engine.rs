@@ -22,10 +22,10 @@
 //! tracked by the policy), and the error is returned. Nothing is dropped
 //! unless the store holds it.
 
-use crate::backend::{PageBackend, Protection};
+use crate::backend::{PageBackend, run_actions};
 use crate::budget::Budget;
 use crate::policy::EvictionPolicy;
-use crate::state::{Action, Actions, Event, Outcome, transition};
+use crate::state::{Actions, Event, Outcome, transition};
 use crate::table::PageTable;
 use crate::{PageCount, PageIndex, PageRange, PageSize};
 use alloc::vec::Vec;
@@ -418,61 +418,33 @@ impl<B: PageBackend, P: EvictionPolicy, G: Budget> Engine<B, P, G> {
         }
     }
 
-    /// Runs `actions` on `range` in canonical order. `Charge` has already
-    /// been done by the caller.
-    ///
-    /// After a failure, fills and writes stop but releases (`Revoke`,
-    /// `Discard`, `PunchHole`, `Uncharge`) still run, so the budget keeps
-    /// matching the table; the first error is returned.
+    /// Runs `actions` on `range` ([`run_actions`]) and counts what was done.
     fn perform(
         &mut self,
         range: PageRange,
         actions: Actions,
     ) -> core::result::Result<(), B::Error> {
-        let mut first_error = None;
-        for action in actions.iter() {
-            if first_error.is_some() && !action.is_release() {
-                continue;
+        let (budget, shift) = (&self.budget, self.page_size.shift());
+        let r = run_actions(&self.backend, range, actions, &mut |n| {
+            budget.uncharge(n.get() << shift);
+        });
+        if r.is_ok() {
+            let n = range.count.get() as u64;
+            let s = &mut self.stats;
+            for (action, counter) in [
+                (Actions::READ_IN, &mut s.pages_read),
+                (Actions::ZERO_FILL, &mut s.pages_zeroed),
+                (Actions::WRITE_BACK, &mut s.pages_written),
+            ] {
+                if actions.contains(action) {
+                    *counter += n;
+                }
             }
-            if let Err(e) = self.perform_one(range, action) {
-                first_error.get_or_insert(e);
+            if actions.contains(Actions::WRITE_BACK) {
+                s.write_runs += 1;
             }
         }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    fn perform_one(
-        &mut self,
-        range: PageRange,
-        action: Action,
-    ) -> core::result::Result<(), B::Error> {
-        let n = range.count.get() as u64;
-        match action {
-            Action::Charge | Action::Wake => {}
-            Action::WriteProtect => self.backend.protect(range, Protection::Read)?,
-            Action::WriteBack => {
-                self.backend.write_back(range)?;
-                self.stats.pages_written += n;
-                self.stats.write_runs += 1;
-            }
-            Action::Revoke => self.backend.protect(range, Protection::None)?,
-            Action::Discard => self.backend.discard(range)?,
-            Action::PunchHole => self.backend.punch_hole(range)?,
-            Action::ReadIn => {
-                self.backend.read_in(range)?;
-                self.stats.pages_read += n;
-            }
-            Action::ZeroFill => {
-                self.backend.zero_fill(range)?;
-                self.stats.pages_zeroed += n;
-            }
-            Action::GrantRead => self.backend.protect(range, Protection::Read)?,
-            Action::GrantWrite => self.backend.protect(range, Protection::ReadWrite)?,
-            Action::Uncharge => self
-                .budget
-                .uncharge(range.count.get() << self.page_size.shift()),
-        }
-        Ok(())
+        r
     }
 
     /// Charges `bytes`, evicting policy-chosen victims until they fit.

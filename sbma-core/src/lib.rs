@@ -43,7 +43,7 @@ pub mod sync;
 pub mod table;
 pub mod units;
 
-pub use backend::{PageBackend, Protection};
+pub use backend::{PageBackend, Protection, run_actions};
 pub use budget::{Budget, LocalBudget, Shortfall};
 pub use engine::{Access, Engine, EngineError, EngineStats};
 pub use error::Error;
