@@ -112,7 +112,10 @@ pub trait PageBackend {
 /// After a failure, fills and writes stop but releases (`Revoke`,
 /// `Discard`, `PunchHole`, `Uncharge`) still run, so memory is still given
 /// back and the budget keeps matching the page table; the first error is
-/// returned.
+/// returned. One exception: if `Revoke` failed, `Discard` is skipped, since
+/// the page may still be accessible and must not turn into zeros under a
+/// reader. Its memory stays as it was (for an evicted page: equal to the
+/// store's copy, which is also what a reload would bring back).
 ///
 /// # Errors
 /// The first backend error.
@@ -123,8 +126,12 @@ pub fn run_actions<B: PageBackend + ?Sized>(
     uncharge: &mut dyn FnMut(PageCount),
 ) -> Result<(), B::Error> {
     let mut first_error = None;
+    let mut revoke_failed = false;
     for action in actions.iter() {
         if first_error.is_some() && !action.is_release() {
+            continue;
+        }
+        if action == Action::Discard && revoke_failed {
             continue;
         }
         let r = match action {
@@ -143,6 +150,7 @@ pub fn run_actions<B: PageBackend + ?Sized>(
             }
         };
         if let Err(e) = r {
+            revoke_failed |= action == Action::Revoke;
             first_error.get_or_insert(e);
         }
     }

@@ -31,6 +31,10 @@ pub enum SimError {
     /// The store is full (see [`SimBackend::limit_store`]): the sim's
     /// `ENOSPC`.
     NoSpace,
+    /// An injected protection failure (see
+    /// [`SimBackend::fail_next_protects`]): the sim's `ENOMEM` at
+    /// `vm.max_map_count`.
+    Protect,
     /// A read of a page the store does not hold: the engine asked for data
     /// that was never written back. Always a bug.
     MissingCopy(PageIndex),
@@ -41,6 +45,7 @@ impl fmt::Display for SimError {
         match self {
             SimError::Io => f.write_str("injected I/O error"),
             SimError::NoSpace => f.write_str("no space left in the store"),
+            SimError::Protect => f.write_str("injected protection failure"),
             SimError::MissingCopy(p) => write!(f, "store has no copy of page {}", p.0),
         }
     }
@@ -65,6 +70,7 @@ struct Inner {
     store_limit: usize,
     fail_reads: usize,
     fail_writes: usize,
+    fail_protects: usize,
 }
 
 /// In-memory pages and store.
@@ -87,6 +93,7 @@ impl SimBackend {
                 store_limit: usize::MAX,
                 fail_reads: 0,
                 fail_writes: 0,
+                fail_protects: 0,
             }),
         }
     }
@@ -115,6 +122,12 @@ impl SimBackend {
     /// Makes the next `n` write-backs fail with [`SimError::Io`].
     pub fn fail_next_writes(&self, n: usize) {
         self.inner.lock().fail_writes = n;
+    }
+
+    /// Makes the next `n` protection changes fail with
+    /// [`SimError::Protect`].
+    pub fn fail_next_protects(&self, n: usize) {
+        self.inner.lock().fail_protects = n;
     }
 
     /// Limits the store to `pages` pages; writes that would need more fail
@@ -172,6 +185,10 @@ impl PageBackend for SimBackend {
 
     fn protect(&self, range: PageRange, prot: Protection) -> Result<(), SimError> {
         let mut inner = self.inner.lock();
+        if inner.fail_protects > 0 {
+            inner.fail_protects -= 1;
+            return Err(SimError::Protect);
+        }
         for p in range.iter() {
             inner.prot[p.0] = prot;
         }

@@ -311,3 +311,40 @@ fn bad_requests_get_clear_errors() {
     m.read(0, &mut []).unwrap();
     assert_eq!(m.engine().stats().read_faults, 0);
 }
+
+#[test]
+fn failed_revoke_keeps_memory_and_data() {
+    let mut m = machine(PolicyKind::Clock, 8, 8);
+    m.write(0, &[0x77; 2 * PS]).unwrap();
+    m.engine().backend().fail_next_protects(1);
+    // The one protect that fails is WriteProtect: it fails, so nothing is written back
+    // and the page stays dirty and writable.
+    let err = m
+        .engine_mut()
+        .evict(PageRange::single(PageIndex(0)))
+        .unwrap_err();
+    assert_eq!(err, EngineError::Backend(SimError::Protect));
+    assert!(m.engine().table().state(PageIndex(0)).is_dirty());
+    // Now fail only the Revoke of a clean page's drop.
+    m.engine_mut()
+        .evict(PageRange::single(PageIndex(1)))
+        .unwrap();
+    let mut b = [0u8; 4];
+    m.read(PS, &mut b).unwrap();
+    m.engine().backend().fail_next_protects(1);
+    let err = m
+        .engine_mut()
+        .evict(PageRange::single(PageIndex(1)))
+        .unwrap_err();
+    assert_eq!(err, EngineError::Backend(SimError::Protect));
+    assert_eq!(
+        m.engine().backend().protection(PageIndex(1)),
+        sbma_core::Protection::Read
+    );
+    // Memory was kept: the still-readable page shows the data, not zeros.
+    m.read(PS, &mut b).unwrap();
+    assert_eq!(b, [0x77; 4]);
+    let mut all = vec![0u8; 2 * PS];
+    m.read(0, &mut all).unwrap();
+    assert!(all.iter().all(|&x| x == 0x77));
+}
