@@ -1,14 +1,637 @@
 //! # sbma-pager
 //!
-//! The layer that owns real mappings: arenas reserved with `mmap`
-//! (`PROT_NONE`, `MAP_NORESERVE`), the fault backends (SIGSEGV/SIGBUS and,
-//! later, userfaultfd), the backing store (one sparse, unlinked file per
-//! arena) and the eviction engine that executes [`sbma_core`]'s transitions
-//! with syscalls.
+//! Storage-backed memory: regions larger than the memory budget, paged to a
+//! backing file by the library itself.
 //!
-//! **Status: not implemented yet.** This crate is the placeholder that fixes
-//! the workspace's layer order; the pager is tracked by issue 3 (see
-//! `docs/architecture.md`). It exposes nothing but the core it builds on.
+//! A [`Pager`] owns one *arena*: a large reservation (`mmap(PROT_NONE,
+//! MAP_NORESERVE)`) with one state word per SBMA page (`sbma_core`'s
+//! `PageTable`) and one sparse, unlinked backing file (`O_TMPFILE`) in which
+//! page `i` lives at offset `i × page_size`. [`Pager::alloc`] carves
+//! [`Region`]s out of it. Every page starts inaccessible; the first access
+//! faults, the SIGSEGV handler loads the page (zeros if it was never
+//! written) and grants access: reads make it readable (clean), writes make
+//! it writable (dirty, one fault). When admitting a page would exceed the
+//! budget, victims chosen by the eviction policy leave memory: clean ones
+//! are dropped without I/O, dirty ones are write-protected, written in
+//! contiguous runs, then dropped.
+//!
+//! ```no_run
+//! use sbma_pager::Pager;
+//! let pager = Pager::builder().budget(64 << 20).build()?;
+//! let region = pager.alloc(256 << 20)?;          // 4x the budget
+//! let p = region.as_mut_ptr();
+//! for i in (0..region.len()).step_by(4096) {
+//!     // SAFETY: inside the region, which lives until the end of scope.
+//!     unsafe { p.add(i).write(i as u8) };        // faults load and evict pages
+//! }
+//! println!("{:?}", pager.stats());
+//! # Ok::<(), sbma_pager::Error>(())
+//! ```
+//!
+//! Data invariants (see `docs/page-states.md`): fills are atomic (the page
+//! stays inaccessible until it is complete), no write is lost (a page is
+//! write-protected before it is written back and dropped only after), and an
+//! I/O error is an error: a fault that cannot be resolved aborts with a
+//! one-line message naming the address and the errno, explicit calls return
+//! [`Error`].
+//!
+//! Syscalls writing into managed memory (`read`, `stat`, ...) would fail
+//! with `EFAULT` on an inaccessible page: use [`Pager::prepare_for_kernel`]
+//! first, which makes the buffer resident and accessible and keeps it so
+//! until the returned guard drops.
 #![deny(unsafe_code)]
 
-pub use sbma_core as core;
+mod altstack;
+mod arena;
+mod error;
+mod lock;
+mod region;
+mod registry;
+mod signals;
+mod staging;
+mod stats;
+mod sys;
+
+pub use arena::{Access, FillMethod};
+pub use error::Error;
+pub use sbma_core;
+pub use sbma_core::PolicyKind;
+pub use stats::Stats;
+
+use arena::{Arena, ArenaConfig};
+use region::FreeRanges;
+use sbma_core::{LocalBudget, PageCount, PageIndex, PageRange, PageSize};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// The SBMA page size used unless configured (`SBMA_PAGE_SIZE`).
+pub const DEFAULT_PAGE_SIZE: usize = 64 << 10;
+/// The budget used unless configured (`SBMA_BUDGET`).
+pub const DEFAULT_BUDGET: usize = 256 << 20;
+/// Pages an arena reserves unless `max_size` is set: 2^20 (64 GiB of
+/// address space at 64 KiB pages).
+pub const DEFAULT_ARENA_PAGES: usize = 1 << 20;
+/// The fewest pages a budget must hold: one instruction can touch two
+/// pages of a source and two of a destination (`rep movs` across page
+/// boundaries), and all four must be resident at once for it to complete.
+pub const MIN_BUDGET_PAGES: usize = 4;
+
+/// Configures a [`Pager`].
+#[derive(Clone, Debug)]
+pub struct PagerBuilder {
+    budget: usize,
+    page_size: usize,
+    dir: Option<PathBuf>,
+    policy: PolicyKind,
+    max_size: Option<usize>,
+    fill: Option<FillMethod>,
+    reclaim_batch: Option<usize>,
+}
+
+impl Default for PagerBuilder {
+    fn default() -> Self {
+        PagerBuilder {
+            budget: DEFAULT_BUDGET,
+            page_size: DEFAULT_PAGE_SIZE,
+            dir: None,
+            policy: PolicyKind::Clock,
+            max_size: None,
+            fill: None,
+            reclaim_batch: None,
+        }
+    }
+}
+
+impl PagerBuilder {
+    /// The resident-memory budget in bytes.
+    pub fn budget(mut self, bytes: usize) -> Self {
+        self.budget = bytes;
+        self
+    }
+
+    /// The SBMA page size: a power of two, at least the OS page.
+    pub fn page_size(mut self, bytes: usize) -> Self {
+        self.page_size = bytes;
+        self
+    }
+
+    /// The directory for the backing file (default `$TMPDIR`, else `/tmp`).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// The eviction policy (default CLOCK).
+    pub fn policy(mut self, policy: PolicyKind) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The address space to reserve, i.e. the most that can be allocated
+    /// at once (default [`DEFAULT_ARENA_PAGES`] pages).
+    pub fn max_size(mut self, bytes: usize) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
+    /// How pages are filled (default: [`FillMethod::SelfMem`] where the
+    /// kernel allows it, else [`FillMethod::Remap`]).
+    pub fn fill_method(mut self, fill: FillMethod) -> Self {
+        self.fill = Some(fill);
+        self
+    }
+
+    /// Pages evicted at least per reclaim, so write-back happens in runs
+    /// (default: a sixteenth of the budget, between 1 and 64 pages).
+    pub fn reclaim_batch(mut self, pages: usize) -> Self {
+        self.reclaim_batch = Some(pages.max(1));
+        self
+    }
+
+    /// Starts from the defaults and applies the `SBMA_*` environment
+    /// variables that are set: `SBMA_BUDGET` and `SBMA_PAGE_SIZE` (sizes such
+    /// as `512M`, `64K`), `SBMA_DIR`, `SBMA_POLICY` (`clock`, `lru`, `fifo`,
+    /// `all`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable whose value is malformed.
+    pub fn from_env() -> Result<Self, Error> {
+        let mut b = PagerBuilder::default();
+        let var = |name: &'static str| std::env::var(name).ok();
+        let size = |name: &'static str, v: &str| {
+            sbma_core::units::parse_size(v).map_err(|e| Error::Config {
+                name,
+                value: v.to_owned(),
+                reason: e.to_string(),
+            })
+        };
+        if let Some(v) = var("SBMA_BUDGET") {
+            b.budget = size("SBMA_BUDGET", &v)?;
+        }
+        if let Some(v) = var("SBMA_PAGE_SIZE") {
+            b.page_size = size("SBMA_PAGE_SIZE", &v)?;
+        }
+        if let Some(v) = var("SBMA_DIR") {
+            if v.is_empty() {
+                return Err(Error::Config {
+                    name: "SBMA_DIR",
+                    value: v,
+                    reason: "empty path".into(),
+                });
+            }
+            b.dir = Some(v.into());
+        }
+        if let Some(v) = var("SBMA_POLICY") {
+            b.policy = v
+                .parse()
+                .map_err(|e: sbma_core::policy::UnknownPolicy| Error::Config {
+                    name: "SBMA_POLICY",
+                    value: v.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(b)
+    }
+
+    /// Creates the pager: validates the settings, reserves the arena, opens
+    /// the backing file, installs the fault handler.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad page size or size, [`Error::BudgetTooSmall`],
+    /// [`Error::Store`] if no file can be created in the directory,
+    /// [`Error::Map`] if the reservation fails, [`Error::TooManyArenas`].
+    pub fn build(self) -> Result<Pager, Error> {
+        let os_page = rustix::param::page_size();
+        let page = PageSize::new(self.page_size, os_page).map_err(|e| Error::Config {
+            name: "page size",
+            value: self.page_size.to_string(),
+            reason: e.to_string(),
+        })?;
+        let minimum = MIN_BUDGET_PAGES * page.bytes();
+        if self.budget < minimum {
+            return Err(Error::BudgetTooSmall {
+                budget: self.budget,
+                minimum,
+            });
+        }
+        let pages = match self.max_size {
+            Some(bytes) => page.pages_for(bytes).map_err(|e| Error::Config {
+                name: "max size",
+                value: bytes.to_string(),
+                reason: e.to_string(),
+            })?,
+            None => PageCount(DEFAULT_ARENA_PAGES),
+        };
+        let dir = self.dir.unwrap_or_else(|| {
+            std::env::var_os("TMPDIR").map_or_else(|| "/tmp".into(), PathBuf::from)
+        });
+        let store = sys::open_unlinked_file(&dir).map_err(|source| Error::Store {
+            dir: dir.clone(),
+            source,
+        })?;
+        let budget_pages = self.budget >> page.shift();
+        let arena = Box::new(Arena::new(ArenaConfig {
+            page,
+            pages,
+            policy: self.policy.build(pages),
+            budget: Arc::new(LocalBudget::new(self.budget)),
+            store,
+            fill: self.fill.unwrap_or_else(default_fill),
+            reclaim_batch: self
+                .reclaim_batch
+                .unwrap_or((budget_pages / 16).clamp(1, 64)),
+        })?);
+        altstack::ensure();
+        signals::acquire().map_err(|source| Error::Map {
+            op: "installing the SIGSEGV handler",
+            source,
+        })?;
+        let Some(slot) = registry::publish(&*arena) else {
+            signals::release();
+            return Err(Error::TooManyArenas);
+        };
+        Ok(Pager {
+            inner: Arc::new(Inner {
+                arena,
+                slot,
+                free: Mutex::new(FreeRanges::new(pages)),
+            }),
+        })
+    }
+}
+
+/// `SelfMem` if writing through `/proc/self/mem` into an inaccessible page
+/// works here (checked once per process), else `Remap`.
+fn default_fill() -> FillMethod {
+    static PROBE: std::sync::OnceLock<FillMethod> = std::sync::OnceLock::new();
+    *PROBE.get_or_init(|| {
+        if probe_self_mem() {
+            FillMethod::SelfMem
+        } else {
+            FillMethod::Remap
+        }
+    })
+}
+
+#[allow(unsafe_code, reason = "probing a scratch page of our own")]
+fn probe_self_mem() -> bool {
+    use rustix::fd::AsFd;
+    let Ok(mem) = sys::open_self_mem() else {
+        return false;
+    };
+    let len = rustix::param::page_size();
+    let Ok(page) = sys::reserve(len) else {
+        return false;
+    };
+    let data = [0x5Au8; 8];
+    // SAFETY: `page` is our own fresh reservation; it is read only after
+    // being made readable, and unmapped at the end.
+    unsafe {
+        let ok = sys::write_full(mem.as_fd(), data.as_ptr(), data.len(), page as u64).is_ok()
+            && sys::protect(page, len, sys::Prot::Read).is_ok()
+            && core::slice::from_raw_parts(page, data.len()) == data;
+        let _ = sys::unmap(page, len);
+        ok
+    }
+}
+
+struct Inner {
+    arena: Box<Arena>,
+    slot: usize,
+    free: Mutex<FreeRanges>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        registry::unpublish(self.slot);
+        signals::release();
+    }
+}
+
+/// A storage-backed memory manager with one arena, one budget and one
+/// backing file. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Pager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pager")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Pager {
+    /// A builder with the defaults.
+    pub fn builder() -> PagerBuilder {
+        PagerBuilder::default()
+    }
+
+    fn arena(&self) -> &Arena {
+        &self.inner.arena
+    }
+
+    /// The SBMA page size.
+    pub fn page_size(&self) -> usize {
+        self.arena().page_size().bytes()
+    }
+
+    /// Allocates a region of `len` bytes (rounded up to whole pages),
+    /// reading as zeros. A zero-length region owns no page.
+    ///
+    /// # Errors
+    /// [`Error::OutOfAddressSpace`] if the arena has no free range that
+    /// large.
+    pub fn alloc(&self, len: usize) -> Result<Region, Error> {
+        altstack::ensure();
+        let page = self.arena().page_size();
+        let too_big = || Error::OutOfAddressSpace {
+            requested: len,
+            arena: self.arena().table().len().get() << page.shift(),
+        };
+        let pages = page.pages_for(len).map_err(|_| too_big())?;
+        let range = if pages.get() == 0 {
+            PageRange::new(PageIndex(0), PageCount(0))
+        } else {
+            let range = self
+                .inner
+                .free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(pages.get())
+                .ok_or_else(too_big)?;
+            self.arena().set_allocated(range, true);
+            range
+        };
+        Ok(Region {
+            pager: self.clone(),
+            range,
+            len,
+        })
+    }
+
+    /// The page range covering `[addr, addr + len)`, if it lies in live
+    /// regions.
+    fn pages(&self, addr: *const u8, len: usize) -> Result<PageRange, Error> {
+        let a = self.arena();
+        let base = a.base() as usize;
+        let start = (addr as usize)
+            .checked_sub(base)
+            .ok_or(Error::InvalidRange)?;
+        let range = a
+            .page_size()
+            .pages_covering(start, len)
+            .map_err(|_| Error::InvalidRange)?;
+        let end = range.end().map_err(|_| Error::InvalidRange)?;
+        if end.0 > a.table().len().get() || !range.iter().all(|p| a.is_allocated_pub(p)) {
+            return Err(Error::InvalidRange);
+        }
+        Ok(range)
+    }
+
+    /// Makes `[addr, addr + len)` resident and accessible for `access`
+    /// (SBMA's `mtouch`): loads what is missing, evicting others if needed.
+    /// For `Write`, pages are loaded before they become writable, so bytes
+    /// that are not overwritten keep their contents.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRange`] outside live regions; [`Error::Io`] if a page
+    /// cannot be read, or victims cannot be written back.
+    #[doc(alias = "mtouch")]
+    pub fn touch(&self, addr: *const u8, len: usize, access: Access) -> Result<(), Error> {
+        altstack::ensure();
+        let range = self.pages(addr, len)?;
+        for p in range.iter() {
+            self.arena()
+                .resolve(p, access)
+                .map_err(arena::FaultError::into_error)?;
+        }
+        Ok(())
+    }
+
+    /// Makes a buffer ready for a syscall that reads (`Read`) or writes
+    /// (`Write`) it: resident, accessible, and pinned until the guard
+    /// drops, so the kernel never sees an inaccessible page (`EFAULT`).
+    /// For `Write` the old contents are loaded first, so a short `read(2)`
+    /// leaves the bytes beyond it intact.
+    ///
+    /// # Errors
+    /// As [`touch`](Self::touch); [`Error::NoEvictablePages`] if the pins
+    /// would fill the budget.
+    pub fn prepare_for_kernel(
+        &self,
+        addr: *const u8,
+        len: usize,
+        access: Access,
+    ) -> Result<KernelGuard, Error> {
+        let range = self.pages(addr, len)?;
+        self.arena().pin(range, true);
+        let guard = KernelGuard {
+            pager: self.clone(),
+            range,
+        };
+        for p in range.iter() {
+            self.arena()
+                .resolve(p, access)
+                .map_err(arena::FaultError::into_error)?;
+        }
+        Ok(guard)
+    }
+
+    /// Evicts the resident, unpinned pages covering `[addr, addr + len)`,
+    /// writing dirty ones back. Returns the number of pages dropped.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRange`]; [`Error::Io`] if a write-back failed (those
+    /// pages stay dirty and resident).
+    #[doc(alias = "mevict")]
+    pub fn evict(&self, addr: *const u8, len: usize) -> Result<usize, Error> {
+        let range = self.pages(addr, len)?;
+        self.arena().evict(range)
+    }
+
+    /// Evicts every resident, unpinned page of the pager.
+    ///
+    /// # Errors
+    /// As [`evict`](Self::evict).
+    #[doc(alias = "mevictall")]
+    pub fn evict_all(&self) -> Result<usize, Error> {
+        self.arena()
+            .evict(PageRange::new(PageIndex(0), self.arena().table().len()))
+    }
+
+    /// Discards the contents of the pages lying *entirely* inside
+    /// `[addr, addr + len)` (SBMA's `mclear`): they read as zeros next
+    /// time, are never written back, and release memory and disk. Bytes of
+    /// partially covered pages are kept.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRange`]; [`Error::Pinned`] if such a page is pinned.
+    #[doc(alias = "mclear")]
+    pub fn clear(&self, addr: *const u8, len: usize) -> Result<(), Error> {
+        let outer = self.pages(addr, len)?;
+        let page = self.arena().page_size();
+        let start = (addr as usize) - self.arena().base() as usize;
+        let first = PageIndex(start.div_ceil(page.bytes()));
+        let end = (start + len) >> page.shift();
+        if end <= first.0 {
+            return Ok(());
+        }
+        debug_assert!(outer.contains(first));
+        self.arena()
+            .clear(PageRange::new(first, PageCount(end - first.0)), false)
+    }
+
+    /// Whether `addr` lies in a live region of this pager (SBMA's
+    /// `mexist`).
+    #[doc(alias = "mexist")]
+    pub fn contains(&self, addr: *const u8) -> bool {
+        self.pages(addr, 1).is_ok()
+    }
+
+    /// Statistics: faults, I/O, evictions, resident/dirty/peak bytes.
+    pub fn stats(&self) -> Stats {
+        self.arena().stats()
+    }
+
+    /// Checks the page table against its counters and the budget (for
+    /// tests; only meaningful when no fault is in flight).
+    ///
+    /// # Errors
+    /// A description of the first disagreement.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.arena().check_invariants()
+    }
+
+    fn free(&self, range: PageRange) {
+        if range.is_empty() {
+            return;
+        }
+        // Drop the contents (memory and disk) and make the pages
+        // inaccessible before anyone else can get them.
+        let _ = self.arena().clear(range, true);
+        self.arena().set_allocated(range, false);
+        self.inner
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give(range);
+    }
+}
+
+/// Pages pinned for a syscall by [`Pager::prepare_for_kernel`]; unpinned on
+/// drop.
+#[must_use = "the pages are unpinned when the guard drops"]
+pub struct KernelGuard {
+    pager: Pager,
+    range: PageRange,
+}
+
+impl Drop for KernelGuard {
+    fn drop(&mut self) {
+        self.pager.arena().pin(self.range, false);
+    }
+}
+
+/// Storage-backed memory owned by one allocation; freed (contents dropped,
+/// memory and disk released) on drop.
+pub struct Region {
+    pager: Pager,
+    range: PageRange,
+    len: usize,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("addr", &self.as_ptr())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Region {
+    /// The first byte (dangling but non-null for an empty region).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.as_mut_ptr()
+    }
+
+    /// The first byte, for writing. Accesses fault pages in as needed.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        if self.range.is_empty() {
+            return core::ptr::NonNull::dangling().as_ptr();
+        }
+        let a = self.pager.arena();
+        a.base()
+            .wrapping_add(self.range.start.0 << a.page_size().shift())
+    }
+
+    /// The length asked for.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The pager the region belongs to.
+    pub fn pager(&self) -> &Pager {
+        &self.pager
+    }
+
+    /// Grows or shrinks the region in place. Shrinking releases the pages
+    /// past the new end (their contents are gone); growing succeeds only if
+    /// the pages after the region are free, and the new bytes read as zeros.
+    ///
+    /// # Errors
+    /// [`Error::OutOfAddressSpace`] if the region cannot grow in place
+    /// (allocate a new region and copy instead).
+    pub fn resize(&mut self, new_len: usize) -> Result<(), Error> {
+        let page = self.pager.arena().page_size();
+        let err = || Error::OutOfAddressSpace {
+            requested: new_len,
+            arena: self.pager.arena().table().len().get() << page.shift(),
+        };
+        let want = page.pages_for(new_len).map_err(|_| err())?.get();
+        let have = self.range.count.get();
+        if self.range.is_empty() && want > 0 {
+            *self = self.pager.alloc(new_len)?;
+            return Ok(());
+        }
+        if want < have {
+            let tail = PageRange::new(PageIndex(self.range.start.0 + want), PageCount(have - want));
+            self.pager.free(tail);
+        } else if want > have {
+            let extra =
+                PageRange::new(PageIndex(self.range.start.0 + have), PageCount(want - have));
+            let end_ok = extra
+                .end()
+                .is_ok_and(|e| e.0 <= self.pager.arena().table().len().get());
+            let taken = end_ok
+                && self
+                    .pager
+                    .inner
+                    .free
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take_at(extra.start.0, extra.count.get());
+            if !taken {
+                return Err(err());
+            }
+            self.pager.arena().set_allocated(extra, true);
+        }
+        self.range.count = PageCount(want);
+        self.len = new_len;
+        Ok(())
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        self.pager.free(self.range);
+    }
+}

@@ -1,0 +1,793 @@
+//! [`Arena`]: one large reservation, its page table, its backing file, and
+//! the concurrent fault and eviction paths over them.
+//!
+//! Page `i` of the arena lives at `base + i * page_size` in memory and at
+//! offset `i * page_size` in the backing file, so a page's state, address
+//! and file offset are found by arithmetic. Every state change goes through
+//! `sbma_core::transition` and one CAS on the page's word; the actions are
+//! run by `sbma_core::run_actions` on the arena's [`PageBackend`]
+//! implementation (real `mprotect`, `madvise`, `pread`, `pwrite`,
+//! `fallocate`).
+//!
+//! # Fault path (may run in the SIGSEGV handler)
+//!
+//! [`Arena::resolve`] evaluates the transition for the faulting page:
+//! already accessible → return; busy → set `waiters`, `futex_wait` on the
+//! word, retry; otherwise charge the budget (evicting victims if it is
+//! full), commit the transition, fill the page while it is still
+//! inaccessible (staging buffer + `/proc/self/mem`, or staging mapping +
+//! `mremap`), raise the protection, end the op and wake waiters. It
+//! allocates nothing; the locks it may take are [`FutexLock`] (reclaim) and
+//! a spin lock around the policy, neither of which is ever held while
+//! managed memory is touched, so no thread can fault while holding them.
+//!
+//! # Eviction
+//!
+//! Victims come from the policy in batches; dirty ones are write-protected
+//! and written in contiguous runs (one `pwrite` per run), then dropped with
+//! `mprotect(PROT_NONE)` + `madvise(MADV_DONTNEED)` and uncharged; clean
+//! ones are dropped without I/O.
+#![allow(unsafe_code, reason = "the arena owns raw managed memory")]
+
+use crate::error::Error;
+use crate::lock::FutexLock;
+use crate::staging::Staging;
+use crate::stats::{Counters, Stats};
+use crate::sys::{self, Prot};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::io::Errno;
+use sbma_core::{
+    Actions, AnyPolicy, Budget, Event, EvictionPolicy, Outcome, PageBackend, PageCount, PageIndex,
+    PageRange, PageSize, Protection, Transition, run_actions, transition,
+};
+use std::sync::Arc;
+
+/// The access that faulted or is requested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only.
+    Read,
+    /// Reads and writes.
+    Write,
+}
+
+/// How pages are filled while they stay inaccessible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FillMethod {
+    /// Read into a staging buffer, then `pwrite` into the page through
+    /// `/proc/self/mem` (the kernel's forced access): no VMA changes.
+    SelfMem,
+    /// Read into a fresh staging mapping and `mremap` it over the page:
+    /// works everywhere, but each moved page stays a separate VMA.
+    Remap,
+}
+
+/// Why a fault could not be resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultError {
+    /// Reading the page from the backing file failed.
+    Read(Errno),
+    /// Writing victims back to make room failed (ENOSPC, EIO, EFBIG...).
+    Write(Errno),
+    /// Changing a protection failed (ENOMEM: `vm.max_map_count`).
+    Protect(Errno),
+    /// The budget is full of pinned pages.
+    NoEvictablePages,
+    /// The thread already holds the eviction lock.
+    Reentered,
+}
+
+impl FaultError {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            FaultError::Read(e) => Error::Io {
+                op: "reading a page from the backing file",
+                source: e,
+            },
+            FaultError::Write(e) => Error::Io {
+                op: "writing pages to the backing file",
+                source: e,
+            },
+            FaultError::Protect(e) => Error::Map {
+                op: "mprotect",
+                source: e,
+            },
+            FaultError::NoEvictablePages => Error::NoEvictablePages,
+            FaultError::Reentered => Error::Reentered,
+        }
+    }
+}
+
+/// Settings fixed at arena creation.
+pub(crate) struct ArenaConfig {
+    pub page: PageSize,
+    pub pages: PageCount,
+    pub policy: AnyPolicy,
+    pub budget: Arc<dyn Budget + Send + Sync>,
+    pub store: OwnedFd,
+    pub fill: FillMethod,
+    pub reclaim_batch: usize,
+}
+
+enum Filler {
+    SelfMem { mem: OwnedFd, staging: Staging },
+    Remap,
+}
+
+/// One reservation with its table, store, policy and counters.
+pub struct Arena {
+    base: *mut u8,
+    len: usize,
+    page: PageSize,
+    table: sbma_core::PageTable,
+    allocated: Box<[AtomicU64]>,
+    store: OwnedFd,
+    filler: Filler,
+    budget: Arc<dyn Budget + Send + Sync>,
+    policy: spin::Mutex<AnyPolicy>,
+    reclaim: FutexLock<Vec<PageIndex>>,
+    loading: AtomicUsize,
+    reclaim_batch: usize,
+    pub(crate) counters: Counters,
+}
+
+// SAFETY: `base` points to a reservation the arena owns for its whole life;
+// all shared state is atomics or behind locks.
+unsafe impl Send for Arena {}
+// SAFETY: as above.
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    /// Reserves the address space and sets everything up.
+    pub(crate) fn new(cfg: ArenaConfig) -> Result<Arena, Error> {
+        let len = cfg
+            .page
+            .len_of(cfg.pages)
+            .map_err(|_| Error::OutOfAddressSpace {
+                requested: usize::MAX,
+                arena: 0,
+            })?;
+        let base = sys::reserve(len.bytes()).map_err(|e| Error::Map {
+            op: "reserving the arena",
+            source: e,
+        })?;
+        let filler = match cfg.fill {
+            FillMethod::SelfMem => Filler::SelfMem {
+                mem: sys::open_self_mem().map_err(|e| Error::Map {
+                    op: "opening /proc/self/mem",
+                    source: e,
+                })?,
+                staging: Staging::new(16, cfg.page.bytes()).map_err(|e| Error::Map {
+                    op: "mapping staging buffers",
+                    source: e,
+                })?,
+            },
+            FillMethod::Remap => Filler::Remap,
+        };
+        let budget_pages = cfg.budget.limit() >> cfg.page.shift();
+        Ok(Arena {
+            base,
+            len: len.bytes(),
+            page: cfg.page,
+            table: sbma_core::PageTable::new(cfg.pages),
+            allocated: (0..cfg.pages.get().div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            store: cfg.store,
+            filler,
+            budget: cfg.budget,
+            policy: spin::Mutex::new(cfg.policy),
+            reclaim: FutexLock::new(Vec::with_capacity(budget_pages + cfg.reclaim_batch + 64)),
+            loading: AtomicUsize::new(0),
+            reclaim_batch: cfg.reclaim_batch,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Whether `addr` lies in the reservation.
+    pub fn contains(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.base as usize) < self.len
+    }
+
+    /// The first byte of the reservation.
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> PageSize {
+        self.page
+    }
+
+    /// The page table.
+    pub fn table(&self) -> &sbma_core::PageTable {
+        &self.table
+    }
+
+    fn addr(&self, page: PageIndex) -> *mut u8 {
+        // SAFETY: callers only pass pages inside the reservation, so the
+        // offset stays inside it.
+        unsafe { self.base.add(page.0 << self.page.shift()) }
+    }
+
+    fn bytes(&self, range: PageRange) -> usize {
+        range.count.get() << self.page.shift()
+    }
+
+    fn offset(&self, page: PageIndex) -> u64 {
+        (page.0 as u64) << self.page.shift()
+    }
+
+    /// Statistics, including the budget's figures.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.counters.snapshot();
+        s.resident = self.budget.resident() as u64;
+        s.dirty = (self.table.dirty_pages().get() << self.page.shift()) as u64;
+        s.budget = self.budget.limit() as u64;
+        s
+    }
+
+    // ---------------------------------------------------------------
+    // Allocation bitmap: which pages belong to a live region.
+    // ---------------------------------------------------------------
+
+    pub(crate) fn set_allocated(&self, range: PageRange, on: bool) {
+        for p in range.iter() {
+            let (word, bit) = (p.0 / 64, 1u64 << (p.0 % 64));
+            if on {
+                self.allocated[word].fetch_or(bit, Ordering::Release);
+            } else {
+                self.allocated[word].fetch_and(!bit, Ordering::Release);
+            }
+        }
+    }
+
+    pub(crate) fn is_allocated_pub(&self, p: PageIndex) -> bool {
+        self.is_allocated(p)
+    }
+
+    fn is_allocated(&self, p: PageIndex) -> bool {
+        self.allocated[p.0 / 64].load(Ordering::Acquire) & (1 << (p.0 % 64)) != 0
+    }
+
+    // ---------------------------------------------------------------
+    // Fault path
+    // ---------------------------------------------------------------
+
+    /// Entry from the signal handler: `None` if `addr` is not in a live
+    /// region (not ours to handle: the caller chains), else the result.
+    pub(crate) fn on_fault(
+        &self,
+        addr: usize,
+        write: Option<bool>,
+    ) -> Option<Result<(), FaultError>> {
+        let page = PageIndex((addr - self.base as usize) >> self.page.shift());
+        if !self.is_allocated(page) {
+            return None;
+        }
+        let access = match write {
+            Some(true) => Access::Write,
+            Some(false) => Access::Read,
+            // No hardware write bit: a fault on a readable page must be a
+            // write; otherwise load it readable first (a write faults again).
+            None if self.table.state(page).is_resident() => Access::Write,
+            None => Access::Read,
+        };
+        Some(self.resolve(page, access))
+    }
+
+    /// Makes `page` accessible for `access`. Async-signal-safe.
+    ///
+    /// When raising a protection fails with `ENOMEM` (the mapping would
+    /// split past `vm.max_map_count`), every evictable page is evicted,
+    /// which turns long stretches back into one `PROT_NONE` mapping, and
+    /// the fault is retried.
+    pub(crate) fn resolve(&self, page: PageIndex, access: Access) -> Result<(), FaultError> {
+        let mut recovered = false;
+        loop {
+            match self.resolve_once(page, access) {
+                Err(FaultError::Protect(Errno::NOMEM)) if !recovered => {
+                    recovered = true;
+                    let all = PageRange::new(PageIndex(0), self.table.len());
+                    self.evict_locked(all).map_err(|e| match e {
+                        Errno::DEADLK => FaultError::Reentered,
+                        e => FaultError::Write(e),
+                    })?;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn resolve_once(&self, page: PageIndex, access: Access) -> Result<(), FaultError> {
+        let event = match access {
+            Access::Read => Event::ReadFault,
+            Access::Write => Event::WriteFault,
+        };
+        loop {
+            let s = self.table.state(page);
+            let t = match transition(s, event) {
+                Outcome::Apply(t) => t,
+                Outcome::Done => return Ok(()),
+                Outcome::Busy => {
+                    self.wait_while_busy(page);
+                    continue;
+                }
+                // Faults are legal in every idle state and pins do not
+                // stop them: these cannot happen.
+                Outcome::Pinned | Outcome::Illegal => unreachable!("{s:?} refused {event:?}"),
+            };
+            let charge = t.actions.contains(Actions::CHARGE);
+            if charge {
+                self.charge_page()?;
+            }
+            if self.table.commit(page, &t).is_err() {
+                if charge {
+                    self.uncharge_loading(1);
+                }
+                continue;
+            }
+            let counter = match access {
+                Access::Read => &self.counters.read_faults,
+                Access::Write => &self.counters.write_faults,
+            };
+            Counters::add(counter, 1);
+            return self.finish_load(page, &t, charge);
+        }
+    }
+
+    /// Runs a started load's actions and ends it (or undoes it).
+    fn finish_load(
+        &self,
+        page: PageIndex,
+        t: &Transition,
+        charged: bool,
+    ) -> Result<(), FaultError> {
+        let range = PageRange::single(page);
+        match self.run(range, t.actions) {
+            Ok(()) => {
+                self.end_op(page, Event::LoadComplete);
+                let mut policy = self.policy.lock();
+                if charged {
+                    policy.admit(page);
+                } else {
+                    policy.access(page);
+                }
+                drop(policy);
+                if charged {
+                    self.loading.fetch_sub(1, Ordering::AcqRel);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if charged {
+                    self.loading.fetch_sub(1, Ordering::AcqRel);
+                } else {
+                    self.policy.lock().forget(page);
+                }
+                let undo = self.table.apply(page, Event::LoadFailed);
+                if let Outcome::Apply(u) = undo.outcome {
+                    let _ = self.run(range, u.actions);
+                }
+                self.end_op(page, Event::DropComplete);
+                Err(
+                    if t.actions.contains(Actions::READ_IN) && !is_protect_error(e) {
+                        FaultError::Read(e.errno())
+                    } else {
+                        FaultError::Protect(e.errno())
+                    },
+                )
+            }
+        }
+    }
+
+    /// Ends the op in flight on `page` with `event` and wakes sleepers.
+    fn end_op(&self, page: PageIndex, event: Event) {
+        let a = self.table.apply(page, event);
+        let Outcome::Apply(t) = a.outcome else {
+            unreachable!("ending {event:?} on {:?}", a.observed);
+        };
+        if t.actions.contains(Actions::GRANT_WRITE) {
+            let _ = self.run(PageRange::single(page), Actions::GRANT_WRITE);
+        }
+        if t.actions.contains(Actions::WAKE) {
+            sys::futex_wake_all(self.table.word(page));
+        }
+    }
+
+    fn wait_while_busy(&self, page: PageIndex) {
+        Counters::add(&self.counters.waits, 1);
+        if let Some(w) = self.table.mark_waiting(page) {
+            sys::futex_wait(self.table.word(page), w.word());
+        }
+    }
+
+    /// Charges one page for a load, evicting victims until it fits.
+    fn charge_page(&self) -> Result<(), FaultError> {
+        self.charge(self.page.bytes())?;
+        self.loading.fetch_add(1, Ordering::AcqRel);
+        let resident = self.budget.resident() as u64;
+        self.counters
+            .peak_resident
+            .fetch_max(resident, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn uncharge_loading(&self, pages: usize) {
+        self.budget.uncharge(pages << self.page.shift());
+        self.loading.fetch_sub(pages, Ordering::AcqRel);
+    }
+
+    fn charge(&self, bytes: usize) -> Result<(), FaultError> {
+        loop {
+            if self.budget.try_charge(bytes).is_ok() {
+                return Ok(());
+            }
+            let mut victims = self.reclaim.lock().map_err(|_| FaultError::Reentered)?;
+            let short = match self.budget.try_charge(bytes) {
+                Ok(()) => return Ok(()),
+                Err(s) => s,
+            };
+            let want = self
+                .page
+                .pages_for(short.deficit())
+                .map_or(usize::MAX, PageCount::get);
+            let want = PageCount(want.max(self.reclaim_batch));
+            victims.clear();
+            {
+                let table = &self.table;
+                let mut policy = self.policy.lock();
+                policy.select(want, &mut |p| table.state(p).is_evictable(), &mut victims);
+            }
+            let freed = self.evict_pages(&mut victims).map_err(FaultError::Write)?;
+            drop(victims);
+            if freed == 0 {
+                // Nothing could be evicted. Pages other threads are loading
+                // (charged, not yet admitted) or upgrading become evictable
+                // when they finish: wait for them. With none in flight, the
+                // budget is full of pinned pages.
+                if self.loading.load(Ordering::Acquire) == 0 && !self.any_busy() {
+                    return Err(FaultError::NoEvictablePages);
+                }
+                sys::yield_now();
+            }
+        }
+    }
+
+    fn any_busy(&self) -> bool {
+        (0..self.table.len().get()).any(|i| self.table.state(PageIndex(i)).is_busy())
+    }
+
+    // ---------------------------------------------------------------
+    // Eviction
+    // ---------------------------------------------------------------
+
+    /// Evicts `victims` (already forgotten by the policy). Pages that are no
+    /// longer evictable are handed back to the policy. Returns the pages
+    /// dropped; on a write-back error, the pages of that run stay dirty and
+    /// resident (and tracked) and the error is returned after the other
+    /// runs were processed.
+    fn evict_pages(&self, victims: &mut Vec<PageIndex>) -> Result<usize, Errno> {
+        victims.sort_unstable();
+        victims.dedup();
+        // Start every eviction we can; keep those in `victims`.
+        let mut started = 0;
+        for i in 0..victims.len() {
+            let p = victims[i];
+            match self.table.apply(p, Event::Evict).outcome {
+                Outcome::Apply(_) => {
+                    victims[started] = p;
+                    started += 1;
+                }
+                _ => {
+                    if self.table.state(p).is_resident() {
+                        self.policy.lock().admit(p);
+                    }
+                }
+            }
+        }
+        victims.truncate(started);
+        let mut dropped = 0;
+        let mut first_error = None;
+        let mut i = 0;
+        while i < victims.len() {
+            let dirty = self.table.state(victims[i]).op() == sbma_core::Op::WriteBack;
+            let mut j = i + 1;
+            while j < victims.len()
+                && victims[j].0 == victims[j - 1].0 + 1
+                && (self.table.state(victims[j]).op() == sbma_core::Op::WriteBack) == dirty
+            {
+                j += 1;
+            }
+            let run = PageRange::new(victims[i], PageCount(j - i));
+            i = j;
+            match self.evict_run(run, dirty) {
+                Ok(()) => dropped += run.count.get(),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(dropped),
+        }
+    }
+
+    /// Finishes the eviction of a run whose pages are all in `WriteBack`
+    /// (dirty) or all in `Drop` (clean).
+    fn evict_run(&self, run: PageRange, dirty: bool) -> Result<(), Errno> {
+        if dirty {
+            if let Err(e) = self.run(run, Actions::WRITE_PROTECT.with(Actions::WRITE_BACK)) {
+                for p in run.iter() {
+                    self.end_op(p, Event::WriteBackFailed);
+                    self.policy.lock().admit(p);
+                }
+                return Err(e.errno());
+            }
+            for p in run.iter() {
+                let a = self.table.apply(p, Event::WriteBackComplete);
+                debug_assert!(matches!(a.outcome, Outcome::Apply(_)));
+            }
+        }
+        let r = self.run(
+            run,
+            Actions::REVOKE
+                .with(Actions::DISCARD)
+                .with(Actions::UNCHARGE),
+        );
+        for p in run.iter() {
+            self.end_op(p, Event::DropComplete);
+        }
+        Counters::add(&self.counters.pages_evicted, run.count.get() as u64);
+        r.map_err(|e| e.errno())
+    }
+
+    /// Evicts every resident, unpinned page of `range`.
+    pub(crate) fn evict(&self, range: PageRange) -> Result<usize, Error> {
+        self.evict_locked(range).map_err(|e| match e {
+            Errno::DEADLK => Error::Reentered,
+            e => Error::Io {
+                op: "writing pages to the backing file",
+                source: e,
+            },
+        })
+    }
+
+    /// [`evict`](Self::evict) for the fault path: `EDEADLK` stands for
+    /// re-entry.
+    fn evict_locked(&self, range: PageRange) -> Result<usize, Errno> {
+        let mut victims = self.reclaim.lock().map_err(|_| Errno::DEADLK)?;
+        victims.clear();
+        {
+            let mut policy = self.policy.lock();
+            for p in range.iter() {
+                if self.table.state(p).is_evictable() {
+                    policy.forget(p);
+                    victims.push(p);
+                }
+            }
+        }
+        self.evict_pages(&mut victims)
+    }
+
+    /// Discards the contents of `range` (zeros next time, never written
+    /// back, memory and disk released).
+    pub(crate) fn clear(&self, range: PageRange, force_unpin: bool) -> Result<(), Error> {
+        for p in range.iter() {
+            loop {
+                let s = self.table.state(p);
+                match transition(s, Event::Clear) {
+                    Outcome::Done => break,
+                    Outcome::Busy => self.wait_while_busy(p),
+                    Outcome::Pinned if force_unpin => {
+                        while self.table.state(p).is_pinned() {
+                            self.table.apply(p, Event::Unpin);
+                        }
+                    }
+                    Outcome::Pinned => return Err(Error::Pinned),
+                    Outcome::Illegal => unreachable!("clear refused in {s:?}"),
+                    Outcome::Apply(t) => {
+                        if self.table.commit(p, &t).is_err() {
+                            continue;
+                        }
+                        if s.is_resident() {
+                            self.policy.lock().forget(p);
+                        }
+                        let r = self.run(PageRange::single(p), t.actions);
+                        self.end_op(p, Event::DropComplete);
+                        r.map_err(|e| Error::Io {
+                            op: "releasing a cleared page",
+                            source: e.errno(),
+                        })?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pins (`true`) or unpins every page of `range`.
+    pub(crate) fn pin(&self, range: PageRange, on: bool) {
+        let event = if on { Event::Pin } else { Event::Unpin };
+        for p in range.iter() {
+            let a = self.table.apply(p, event);
+            debug_assert!(
+                matches!(a.outcome, Outcome::Apply(_)),
+                "{event:?} on {:?}",
+                a.observed
+            );
+        }
+    }
+
+    /// Runs actions through the backend, uncharging into the budget.
+    fn run(&self, range: PageRange, actions: Actions) -> Result<(), ActionError> {
+        let (budget, shift) = (&self.budget, self.page.shift());
+        run_actions(self, range, actions, &mut |n| {
+            budget.uncharge(n.get() << shift)
+        })
+    }
+
+    /// Checks the page table and the budget against each other (tests).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let census = self.table.audit().map_err(|e| e.to_string())?;
+        if census.busy != 0 {
+            return Err(format!("{} pages busy at rest", census.busy));
+        }
+        let charged = self.table.charged_bytes(self.page);
+        if self.budget.resident() < charged {
+            return Err(format!(
+                "budget {} B below resident pages {} B",
+                self.budget.resident(),
+                charged
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: the arena owns the reservation; the registry entry was
+        // removed before the arena is dropped (Pager's Drop), so no handler
+        // can be using it.
+        let _ = unsafe { sys::unmap(self.base, self.len) };
+    }
+}
+
+/// A backend failure, remembering which kind of step failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActionError {
+    errno: Errno,
+    protect: bool,
+}
+
+impl ActionError {
+    fn errno(self) -> Errno {
+        self.errno
+    }
+}
+
+fn is_protect_error(e: ActionError) -> bool {
+    e.protect
+}
+
+impl core::fmt::Display for ActionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.errno)
+    }
+}
+
+fn io(errno: Errno) -> ActionError {
+    ActionError {
+        errno,
+        protect: false,
+    }
+}
+
+impl PageBackend for Arena {
+    type Error = ActionError;
+    const DISCARD_ZEROES: bool = true;
+
+    fn protect(&self, range: PageRange, prot: Protection) -> Result<(), ActionError> {
+        let prot = match prot {
+            Protection::None => Prot::None,
+            Protection::Read => Prot::Read,
+            Protection::ReadWrite => Prot::ReadWrite,
+        };
+        // SAFETY: the range is inside the reservation and busy (no other
+        // thread changes it); managed memory is only reached by raw pointers.
+        unsafe { sys::protect(self.addr(range.start), self.bytes(range), prot) }.map_err(|errno| {
+            ActionError {
+                errno,
+                protect: true,
+            }
+        })
+    }
+
+    fn read_in(&self, range: PageRange) -> Result<(), ActionError> {
+        let (addr, len, off) = (
+            self.addr(range.start),
+            self.bytes(range),
+            self.offset(range.start),
+        );
+        let t0 = sys::now_ns();
+        let r = match &self.filler {
+            Filler::SelfMem { mem, staging } => {
+                debug_assert!(len <= staging.slot_len());
+                let slot = staging.acquire();
+                // SAFETY: the slot is ours and `len` fits in it; the target
+                // page is busy and inaccessible, and is written only through
+                // /proc/self/mem, which the kernel performs as a whole.
+                unsafe {
+                    sys::read_full(self.store.as_fd(), slot.as_ptr(), len, off).map_err(io)?;
+                    sys::write_full(mem.as_fd(), slot.as_ptr(), len, addr as u64).map_err(io)
+                }
+            }
+            Filler::Remap => {
+                let tmp = sys::map_rw(len).map_err(io)?;
+                // SAFETY: `tmp` is a fresh private mapping of `len` bytes.
+                // It is made inaccessible before it replaces the target, so
+                // the page becomes visible only through GRANT_* later.
+                unsafe {
+                    let r = sys::read_full(self.store.as_fd(), tmp, len, off)
+                        .and_then(|()| sys::protect(tmp, len, Prot::None))
+                        .and_then(|()| sys::move_mapping(tmp, addr, len));
+                    if r.is_err() {
+                        let _ = sys::unmap(tmp, len);
+                    }
+                    r.map_err(io)
+                }
+            }
+        };
+        Counters::add(&self.counters.read_ns, sys::now_ns() - t0);
+        if r.is_ok() {
+            Counters::add(&self.counters.pages_read, range.count.get() as u64);
+            Counters::add(&self.counters.bytes_read, len as u64);
+        }
+        r
+    }
+
+    fn zero_fill(&self, range: PageRange) -> Result<(), ActionError> {
+        // Unbacked pages were never touched or were discarded: anonymous
+        // memory already reads as zeros.
+        Counters::add(&self.counters.pages_zeroed, range.count.get() as u64);
+        Ok(())
+    }
+
+    fn write_back(&self, range: PageRange) -> Result<(), ActionError> {
+        let (addr, len, off) = (
+            self.addr(range.start),
+            self.bytes(range),
+            self.offset(range.start),
+        );
+        let t0 = sys::now_ns();
+        // SAFETY: the run is write-protected and busy: nobody writes it
+        // while the kernel copies it out.
+        let r = unsafe { sys::write_full(self.store.as_fd(), addr, len, off) }.map_err(io);
+        Counters::add(&self.counters.write_ns, sys::now_ns() - t0);
+        if r.is_ok() {
+            Counters::add(&self.counters.pages_written, range.count.get() as u64);
+            Counters::add(&self.counters.bytes_written, len as u64);
+            Counters::add(&self.counters.write_runs, 1);
+        }
+        r
+    }
+
+    fn discard(&self, range: PageRange) -> Result<(), ActionError> {
+        // SAFETY: the range is busy and inaccessible; its contents are
+        // either in the store or meant to be dropped.
+        unsafe { sys::discard(self.addr(range.start), self.bytes(range)) }.map_err(io)
+    }
+
+    fn punch_hole(&self, range: PageRange) -> Result<(), ActionError> {
+        sys::punch_hole(
+            self.store.as_fd(),
+            self.offset(range.start),
+            self.bytes(range) as u64,
+        )
+        .map_err(io)
+    }
+}

@@ -1,0 +1,84 @@
+//! Counters, updated with relaxed atomics from the fault path.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of a pager's statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Read faults resolved.
+    pub read_faults: u64,
+    /// Write faults resolved (a first write to a page counts once).
+    pub write_faults: u64,
+    /// Faults that found the page already accessible or had to wait for
+    /// another thread's operation on it.
+    pub waits: u64,
+    /// Pages filled from the backing file.
+    pub pages_read: u64,
+    /// Pages made accessible as zeros (never written, or cleared).
+    pub pages_zeroed: u64,
+    /// Pages written to the backing file.
+    pub pages_written: u64,
+    /// Write-back calls (each one contiguous run of pages).
+    pub write_runs: u64,
+    /// Pages dropped from memory by eviction.
+    pub pages_evicted: u64,
+    /// Bytes read from the backing file.
+    pub bytes_read: u64,
+    /// Bytes written to the backing file.
+    pub bytes_written: u64,
+    /// Nanoseconds spent in backing-file reads.
+    pub read_ns: u64,
+    /// Nanoseconds spent in backing-file writes.
+    pub write_ns: u64,
+    /// Bytes charged to the budget now.
+    pub resident: u64,
+    /// Dirty bytes now.
+    pub dirty: u64,
+    /// Highest number of bytes charged at once.
+    pub peak_resident: u64,
+    /// The budget.
+    pub budget: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub read_faults: AtomicU64,
+    pub write_faults: AtomicU64,
+    pub waits: AtomicU64,
+    pub pages_read: AtomicU64,
+    pub pages_zeroed: AtomicU64,
+    pub pages_written: AtomicU64,
+    pub write_runs: AtomicU64,
+    pub pages_evicted: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub read_ns: AtomicU64,
+    pub write_ns: AtomicU64,
+    pub peak_resident: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Stats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            read_faults: g(&self.read_faults),
+            write_faults: g(&self.write_faults),
+            waits: g(&self.waits),
+            pages_read: g(&self.pages_read),
+            pages_zeroed: g(&self.pages_zeroed),
+            pages_written: g(&self.pages_written),
+            write_runs: g(&self.write_runs),
+            pages_evicted: g(&self.pages_evicted),
+            bytes_read: g(&self.bytes_read),
+            bytes_written: g(&self.bytes_written),
+            read_ns: g(&self.read_ns),
+            write_ns: g(&self.write_ns),
+            peak_resident: g(&self.peak_resident),
+            ..Stats::default()
+        }
+    }
+}
