@@ -128,6 +128,8 @@ pub struct Arena {
     policy: spin::Mutex<AnyPolicy>,
     reclaim: FutexLock<Vec<PageIndex>>,
     loading: AtomicUsize,
+    /// One past the highest page ever allocated: whole-arena scans stop here.
+    high_water: AtomicUsize,
     reclaim_batch: usize,
     pub(crate) counters: Counters,
 }
@@ -180,6 +182,7 @@ impl Arena {
             policy: spin::Mutex::new(cfg.policy),
             reclaim: FutexLock::new(Vec::with_capacity(budget_pages + cfg.reclaim_batch + 64)),
             loading: AtomicUsize::new(0),
+            high_water: AtomicUsize::new(0),
             reclaim_batch: cfg.reclaim_batch,
             counters: Counters::default(),
         })
@@ -232,7 +235,20 @@ impl Arena {
     // Allocation bitmap: which pages belong to a live region.
     // ---------------------------------------------------------------
 
+    /// Every page that was ever part of a region: `[0, high water)`.
+    pub(crate) fn used(&self) -> PageRange {
+        PageRange::new(
+            PageIndex(0),
+            PageCount(self.high_water.load(Ordering::Acquire)),
+        )
+    }
+
     pub(crate) fn set_allocated(&self, range: PageRange, on: bool) {
+        if on {
+            if let Ok(end) = range.end() {
+                self.high_water.fetch_max(end.0, Ordering::AcqRel);
+            }
+        }
         for p in range.iter() {
             let (word, bit) = (p.0 / 64, 1u64 << (p.0 % 64));
             if on {
@@ -289,8 +305,7 @@ impl Arena {
             match self.resolve_once(page, access) {
                 Err(FaultError::Protect(Errno::NOMEM)) if !recovered => {
                     recovered = true;
-                    let all = PageRange::new(PageIndex(0), self.table.len());
-                    self.evict_locked(all).map_err(|e| match e {
+                    self.evict_locked(self.used()).map_err(|e| match e {
                         Errno::DEADLK => FaultError::Reentered,
                         e => FaultError::Write(e),
                     })?;
@@ -456,7 +471,7 @@ impl Arena {
     }
 
     fn any_busy(&self) -> bool {
-        (0..self.table.len().get()).any(|i| self.table.state(PageIndex(i)).is_busy())
+        self.used().iter().any(|p| self.table.state(p).is_busy())
     }
 
     // ---------------------------------------------------------------
@@ -557,19 +572,35 @@ impl Arena {
 
     /// [`evict`](Self::evict) for the fault path: `EDEADLK` stands for
     /// re-entry.
+    ///
+    /// The range is scanned before the eviction lock is taken (each page is
+    /// re-checked by its CAS anyway), so faults needing room wait only for
+    /// the evictions, not for the scan.
     fn evict_locked(&self, range: PageRange) -> Result<usize, Errno> {
-        let mut victims = self.reclaim.lock().map_err(|_| Errno::DEADLK)?;
-        victims.clear();
-        {
-            let mut policy = self.policy.lock();
-            for p in range.iter() {
-                if self.table.state(p).is_evictable() {
-                    policy.forget(p);
-                    victims.push(p);
+        let end = range
+            .end()
+            .map_or(0, |e| e.0)
+            .min(self.high_water.load(Ordering::Acquire));
+        let mut dropped = 0;
+        let mut next = range.start.0;
+        while next < end {
+            let mut victims = self.reclaim.lock().map_err(|_| Errno::DEADLK)?;
+            victims.clear();
+            let room = victims.capacity().max(1);
+            {
+                let mut policy = self.policy.lock();
+                while next < end && victims.len() < room {
+                    let p = PageIndex(next);
+                    next += 1;
+                    if self.table.state(p).is_evictable() {
+                        policy.forget(p);
+                        victims.push(p);
+                    }
                 }
             }
+            dropped += self.evict_pages(&mut victims)?;
         }
-        self.evict_pages(&mut victims)
+        Ok(dropped)
     }
 
     /// Discards the contents of `range` (zeros next time, never written

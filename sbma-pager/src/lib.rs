@@ -458,8 +458,7 @@ impl Pager {
     /// As [`evict`](Self::evict).
     #[doc(alias = "mevictall")]
     pub fn evict_all(&self) -> Result<usize, Error> {
-        self.arena()
-            .evict(PageRange::new(PageIndex(0), self.arena().table().len()))
+        self.arena().evict(self.arena().used())
     }
 
     /// Discards the contents of the pages lying *entirely* inside

@@ -4,13 +4,24 @@
 //! allocation. Arenas are published in a fixed array of atomic pointers;
 //! the handler scans it (a handful of entries) and checks the range.
 //!
-//! Removal is safe against a handler running concurrently: the handler
-//! announces itself in [`ACTIVE`] before loading any pointer, and
-//! [`unpublish`] clears the slot and then waits until it sees no handler
-//! active. Both sides use `SeqCst`, so a handler that loaded the pointer
-//! before it was cleared is counted by the time the remover looks (a
-//! Dekker-style handshake); a handler that comes later cannot see the
-//! pointer at all.
+//! Removal is safe against handlers running concurrently, and cannot be
+//! starved by them (a two-epoch scheme, RCU in miniature):
+//!
+//! - A handler reads the current epoch `e`, increments `ACTIVE[e]`, loads
+//!   slot pointers, uses the arena it found, and decrements `ACTIVE[e]`.
+//! - [`unpublish`] clears the slot, then twice: flips the epoch and waits
+//!   until the counter of the epoch it left is zero. Handlers that start
+//!   after a flip count in the other epoch, so a steady stream of faults (in
+//!   other arenas) cannot keep the remover waiting, and handlers that start
+//!   after the clear cannot see the pointer.
+//!
+//! Why twice: a handler may read the epoch, be preempted across a whole
+//! earlier removal, then increment the counter of an epoch that is no
+//! longer current and load this slot before it is cleared. One flip would
+//! wait on the other counter only; after two flips both counters have been
+//! drained once after the clear (userspace RCU's two-phase grace period).
+//! Everything is `SeqCst`; removers are serialised by a mutex (never taken
+//! by the handler).
 #![allow(
     unsafe_code,
     reason = "the handler dereferences published arena pointers"
@@ -19,47 +30,50 @@
 use crate::arena::Arena;
 use crate::sys;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// How many arenas can exist at once in a process.
 pub const MAX_ARENAS: usize = 64;
 
 static SLOTS: [AtomicPtr<Arena>; MAX_ARENAS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_ARENAS];
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+static EPOCH: AtomicUsize = AtomicUsize::new(0);
+static ACTIVE: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+static REMOVING: Mutex<()> = Mutex::new(());
 
 /// Publishes `arena`; returns its slot, or `None` if the table is full.
 ///
 /// The arena must stay alive until [`unpublish`] returns.
 pub fn publish(arena: *const Arena) -> Option<usize> {
-    for (i, slot) in SLOTS.iter().enumerate() {
-        if slot
-            .compare_exchange(
-                core::ptr::null_mut(),
-                arena.cast_mut(),
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            )
-            .is_ok()
-        {
-            return Some(i);
-        }
-    }
-    None
+    SLOTS.iter().position(|slot| {
+        slot.compare_exchange(
+            core::ptr::null_mut(),
+            arena.cast_mut(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        )
+        .is_ok()
+    })
 }
 
 /// Removes the arena in `slot` and waits until no fault handler can still
 /// be using it.
 pub fn unpublish(slot: usize) {
+    let _serial = REMOVING.lock().unwrap_or_else(|e| e.into_inner());
     SLOTS[slot].store(core::ptr::null_mut(), Ordering::SeqCst);
-    while ACTIVE.load(Ordering::SeqCst) != 0 {
-        sys::yield_now();
+    for _ in 0..2 {
+        let old = EPOCH.fetch_xor(1, Ordering::SeqCst) & 1;
+        while ACTIVE[old].load(Ordering::SeqCst) != 0 {
+            sys::yield_now();
+        }
     }
 }
 
 /// Runs `f` on the arena containing `addr`, if any, with the arena
 /// protected from removal for the duration.
 pub fn with_arena<R>(addr: usize, f: impl FnOnce(&Arena) -> R) -> Option<R> {
-    ACTIVE.fetch_add(1, Ordering::SeqCst);
+    let e = EPOCH.load(Ordering::SeqCst) & 1;
+    ACTIVE[e].fetch_add(1, Ordering::SeqCst);
     let mut result = None;
     for slot in &SLOTS {
         let p = slot.load(Ordering::SeqCst);
@@ -67,13 +81,13 @@ pub fn with_arena<R>(addr: usize, f: impl FnOnce(&Arena) -> R) -> Option<R> {
             continue;
         }
         // SAFETY: a published pointer stays valid until `unpublish` has
-        // seen ACTIVE drop to zero, and we hold ACTIVE above zero.
+        // seen this epoch's ACTIVE drop to zero, and we hold it above zero.
         let arena = unsafe { &*p };
         if arena.contains(addr) {
             result = Some(f(arena));
             break;
         }
     }
-    ACTIVE.fetch_sub(1, Ordering::SeqCst);
+    ACTIVE[e].fetch_sub(1, Ordering::SeqCst);
     result
 }
