@@ -1,0 +1,324 @@
+//! The explicit API on real mappings: regions, clear, touch, pins,
+//! syscalls into managed memory, configuration errors.
+#![allow(
+    unsafe_code,
+    reason = "tests access managed memory through raw pointers"
+)]
+
+mod common;
+
+use sbma_pager::{Access, Error, Pager};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+
+const PAGE: usize = 16 << 10;
+
+fn pager(budget_pages: usize) -> Pager {
+    Pager::builder()
+        .budget(budget_pages * PAGE)
+        .page_size(PAGE)
+        .max_size(1 << 30)
+        .build()
+        .unwrap()
+}
+
+fn fill(p: *mut u8, len: usize, seed: u8) {
+    for i in 0..len {
+        // SAFETY: callers pass a live region.
+        unsafe { p.add(i).write(seed.wrapping_add((i % 253) as u8)) };
+    }
+}
+
+fn check(p: *const u8, len: usize, seed: u8) -> usize {
+    // SAFETY: callers pass a live region.
+    (0..len)
+        .filter(|&i| unsafe { p.add(i).read() } != seed.wrapping_add((i % 253) as u8))
+        .count()
+}
+
+#[test]
+fn configuration_errors_are_clear() {
+    let e = Pager::builder()
+        .budget(3 * PAGE)
+        .page_size(PAGE)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::BudgetTooSmall {
+            budget: 3 * PAGE,
+            minimum: 4 * PAGE
+        }
+    );
+    assert!(
+        e.to_string().contains("at least 65536 bytes (4 pages)"),
+        "{e}"
+    );
+    let e = Pager::builder().page_size(12 << 10).build().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("page size `12288`: page size is not a power of two"),
+        "{e}"
+    );
+    let e = Pager::builder().page_size(2048).build().unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+    let e = Pager::builder().dir("/proc").build().unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot create a backing file in /proc"),
+        "{e}"
+    );
+}
+
+#[test]
+fn zero_sized_and_huge_regions() {
+    let pager = pager(8);
+    let empty = pager.alloc(0).unwrap();
+    assert!(empty.is_empty() && !empty.as_ptr().is_null());
+    assert!(!pager.contains(empty.as_ptr()));
+    let e = pager.alloc(2 << 30).unwrap_err();
+    assert!(matches!(e, Error::OutOfAddressSpace { .. }), "{e}");
+    assert!(e.to_string().contains("raise max_size"), "{e}");
+    // The largest region that fits is fine, and is lazily backed.
+    let big = pager.alloc(1 << 30).unwrap();
+    // SAFETY: first and last byte of the region.
+    unsafe {
+        big.as_mut_ptr().write(7);
+        big.as_mut_ptr().add(big.len() - 1).write(9);
+        assert_eq!(
+            (big.as_ptr().read(), big.as_ptr().add(big.len() - 1).read()),
+            (7, 9)
+        );
+    }
+    assert!(pager.alloc(1).is_err(), "the arena is full");
+    drop(big);
+    assert!(pager.alloc(1).is_ok(), "freed space is reusable");
+}
+
+#[test]
+fn regions_are_independent_and_freed_space_reads_zero() {
+    let pager = pager(8);
+    let a = pager.alloc(20 * PAGE).unwrap();
+    let b = pager.alloc(20 * PAGE + 100).unwrap();
+    fill(a.as_mut_ptr(), a.len(), 1);
+    fill(b.as_mut_ptr(), b.len(), 2);
+    assert_eq!(check(a.as_ptr(), a.len(), 1), 0);
+    assert_eq!(check(b.as_ptr(), b.len(), 2), 0);
+    assert!(pager.contains(a.as_ptr()) && pager.contains(b.as_ptr().wrapping_add(b.len() - 1)));
+    drop(a);
+    let c = pager.alloc(20 * PAGE).unwrap();
+    // SAFETY: inside c.
+    let nonzero = (0..c.len())
+        .filter(|&i| unsafe { c.as_ptr().add(i).read() } != 0)
+        .count();
+    assert_eq!(nonzero, 0, "a new region showed an old region's data");
+    assert_eq!(check(b.as_ptr(), b.len(), 2), 0);
+    pager.check_invariants().unwrap();
+}
+
+#[test]
+fn resize_grows_and_shrinks_in_place() {
+    let pager = pager(8);
+    let mut r = pager.alloc(10 * PAGE).unwrap();
+    fill(r.as_mut_ptr(), r.len(), 3);
+    pager.evict_all().unwrap();
+    r.resize(30 * PAGE).unwrap();
+    assert_eq!(check(r.as_ptr(), 10 * PAGE, 3), 0, "grow lost data");
+    // SAFETY: the grown part of the region.
+    let grown_nonzero = (10 * PAGE..30 * PAGE)
+        .filter(|&i| unsafe { r.as_ptr().add(i).read() } != 0)
+        .count();
+    assert_eq!(grown_nonzero, 0);
+    r.resize(5 * PAGE + 1).unwrap();
+    assert_eq!(check(r.as_ptr(), 5 * PAGE, 3), 0, "shrink lost data");
+    assert!(
+        !pager.contains(r.as_ptr().wrapping_add(7 * PAGE)),
+        "shrunk pages still live"
+    );
+    // A neighbour right after the region blocks growing in place, and the
+    // failed attempt leaves the region as it was.
+    let n = pager.alloc(PAGE).unwrap();
+    assert_eq!(
+        n.as_ptr(),
+        r.as_ptr().wrapping_add(6 * PAGE),
+        "first fit puts the neighbour right after"
+    );
+    assert!(matches!(
+        r.resize(100 * PAGE),
+        Err(Error::OutOfAddressSpace { .. })
+    ));
+    assert_eq!(r.len(), 5 * PAGE + 1);
+    assert_eq!(check(r.as_ptr(), 5 * PAGE, 3), 0);
+    pager.check_invariants().unwrap();
+}
+
+#[test]
+fn clear_zeroes_whole_pages_only_and_is_never_written_back() {
+    let pager = pager(4);
+    let r = pager.alloc(16 * PAGE).unwrap();
+    fill(r.as_mut_ptr(), r.len(), 5);
+    pager.evict_all().unwrap();
+    let written = pager.stats().pages_written;
+    // Clear from the middle of page 2 to the middle of page 9: pages 3..9
+    // are whole, 2 and 9 are partial and keep their bytes.
+    let (from, to) = (2 * PAGE + 100, 9 * PAGE + 100);
+    pager
+        .clear(r.as_ptr().wrapping_add(from), to - from)
+        .unwrap();
+    for i in (0..r.len()).step_by(61) {
+        // SAFETY: inside the region.
+        let got = unsafe { r.as_ptr().add(i).read() };
+        let want = if (3 * PAGE..9 * PAGE).contains(&i) {
+            0
+        } else {
+            5u8.wrapping_add((i % 253) as u8)
+        };
+        assert_eq!(got, want, "offset {i}");
+    }
+    pager.evict_all().unwrap();
+    assert_eq!(
+        pager.stats().pages_written,
+        written,
+        "reading cleared or clean pages wrote something"
+    );
+    pager.check_invariants().unwrap();
+}
+
+#[test]
+fn touch_evict_and_invalid_ranges() {
+    let pager = pager(8);
+    let r = pager.alloc(8 * PAGE).unwrap();
+    pager.touch(r.as_ptr(), r.len(), Access::Write).unwrap();
+    let s = pager.stats();
+    assert_eq!((s.write_faults, s.resident), (8, 8 * PAGE as u64));
+    assert_eq!(pager.evict(r.as_ptr(), 3 * PAGE).unwrap(), 3);
+    assert_eq!(pager.stats().resident, 5 * PAGE as u64);
+    let outside = r.as_ptr().wrapping_add(8 * PAGE);
+    assert_eq!(
+        pager.touch(outside, 1, Access::Read),
+        Err(Error::InvalidRange)
+    );
+    assert_eq!(
+        pager.touch(std::ptr::null(), 1, Access::Read),
+        Err(Error::InvalidRange)
+    );
+    assert_eq!(pager.evict(r.as_ptr(), 9 * PAGE), Err(Error::InvalidRange));
+    assert_eq!(pager.clear(outside, PAGE), Err(Error::InvalidRange));
+}
+
+#[test]
+fn syscalls_into_evicted_memory_work_after_prepare() {
+    let pager = pager(8);
+    let r = pager.alloc(32 * PAGE).unwrap();
+    fill(r.as_mut_ptr(), r.len(), 9);
+    pager.evict_all().unwrap();
+    let dir = common::tmpdir();
+    let mut file = tempfile_in(&dir);
+    let data: Vec<u8> = (0..3 * PAGE).map(|i| (i % 7) as u8 + 100).collect();
+    file.write_all(&data).unwrap();
+    let fd = file.as_raw_fd();
+    let buf = r.as_mut_ptr().wrapping_add(5 * PAGE + 10);
+
+    // Without preparation the kernel refuses the inaccessible buffer.
+    // SAFETY: pread into a region of ours; the kernel checks access.
+    let n = unsafe { libc::pread(fd, buf.cast(), 100, 0) };
+    assert_eq!(
+        (n, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EFAULT))
+    );
+
+    // read(2) of 2 pages, short of the 3 prepared: bytes beyond keep their
+    // old contents.
+    {
+        let _g = pager
+            .prepare_for_kernel(buf, 3 * PAGE, Access::Write)
+            .unwrap();
+        file.seek(SeekFrom::Start(PAGE as u64)).unwrap();
+        // SAFETY: the prepared buffer is resident, writable and pinned.
+        let n = unsafe { libc::read(fd, buf.cast(), 3 * PAGE) };
+        assert_eq!(n, 2 * PAGE as isize);
+        pager.evict_all().unwrap(); // pinned pages stay
+    }
+    for i in 0..3 * PAGE {
+        let off = 5 * PAGE + 10 + i;
+        // SAFETY: inside the region.
+        let got = unsafe { r.as_ptr().add(off).read() };
+        let want = if i < 2 * PAGE {
+            data[PAGE + i]
+        } else {
+            9u8.wrapping_add((off % 253) as u8)
+        };
+        assert_eq!(got, want, "byte {i} after a short read");
+    }
+
+    // write(2) from evicted memory after preparing it for reading.
+    pager.evict_all().unwrap();
+    let mut out = tempfile_in(&dir);
+    {
+        let _g = pager
+            .prepare_for_kernel(r.as_ptr(), 4 * PAGE, Access::Read)
+            .unwrap();
+        // SAFETY: the prepared buffer is resident and readable.
+        let n = unsafe { libc::write(out.as_raw_fd(), r.as_ptr().cast(), 4 * PAGE) };
+        assert_eq!(n, 4 * PAGE as isize);
+    }
+    out.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = vec![0u8; 4 * PAGE];
+    std::io::Read::read_exact(&mut out, &mut back).unwrap();
+    assert!(
+        back.iter()
+            .enumerate()
+            .all(|(i, &b)| b == 9u8.wrapping_add((i % 253) as u8))
+    );
+
+    // fstat into managed memory.
+    pager.evict_all().unwrap();
+    let st = r
+        .as_mut_ptr()
+        .wrapping_add(20 * PAGE - 8)
+        .cast::<libc::stat>();
+    {
+        let _g = pager
+            .prepare_for_kernel(st.cast(), size_of::<libc::stat>(), Access::Write)
+            .unwrap();
+        // SAFETY: prepared, writable, pinned.
+        assert_eq!(unsafe { libc::fstat(fd, st) }, 0);
+        // SAFETY: just filled by the kernel.
+        assert_eq!(unsafe { st.read_unaligned().st_size }, 3 * PAGE as i64);
+    }
+    pager.check_invariants().unwrap();
+}
+
+#[test]
+fn pins_filling_the_budget_are_reported() {
+    let pager = pager(4);
+    let r = pager.alloc(16 * PAGE).unwrap();
+    let guard = pager
+        .prepare_for_kernel(r.as_ptr(), 4 * PAGE, Access::Write)
+        .unwrap();
+    let e = pager
+        .touch(r.as_ptr().wrapping_add(8 * PAGE), 1, Access::Read)
+        .unwrap_err();
+    assert_eq!(e, Error::NoEvictablePages);
+    drop(guard);
+    pager
+        .touch(r.as_ptr().wrapping_add(8 * PAGE), 1, Access::Read)
+        .unwrap();
+}
+
+/// An unlinked scratch file.
+fn tempfile_in(dir: &std::path::Path) -> std::fs::File {
+    let path = dir.join(format!(
+        "sbma-api-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    f
+}
