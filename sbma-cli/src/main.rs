@@ -12,10 +12,11 @@ const USAGE: &str = "\
 usage: sbma <command> [options]
 
 commands:
-  demo [--size S] [--budget B] [--page-size P] [--policy NAME] [--seed N]
-        run an out-of-core workload (S of data through a budget of B),
-        verify every byte and print the statistics.
-        Defaults: --size 256M --budget 64M --page-size 64K --policy clock
+  demo [--size S] [--budget B] [--page-size P] [--policy NAME] [--seed N] [--sim]
+        run an out-of-core workload (S of data through a budget of B) on
+        storage-backed memory, verify every byte and print the statistics.
+        Defaults: --size 1G --budget 128M --page-size 64K --policy clock.
+        --sim runs the same workload on the core's in-process model.
   run -- PROG [ARGS...]
         run an unmodified program on storage-backed memory (not available yet)
   help  print this text

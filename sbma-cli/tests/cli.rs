@@ -17,24 +17,36 @@ fn sbma(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn demo_verifies_every_byte_out_of_core() {
     for policy in ["clock", "lru", "fifo", "all"] {
-        let (code, out, err) = sbma(&[
-            "demo",
-            "--size",
-            "8M",
-            "--budget",
-            "2M",
-            "--page-size",
-            "16K",
-            "--policy",
-            policy,
-        ]);
-        assert_eq!(code, 0, "{policy}: {out}{err}");
-        assert!(out.contains("through a 2 MiB budget (4.0x)"), "{out}");
-        assert!(out.contains("(0 mismatches)"), "{out}");
-        assert!(
-            out.contains("peak memory held 2.0 MiB"),
-            "{policy}: memory above budget?\n{out}"
-        );
+        for sim in [false, true] {
+            let mut args = vec![
+                "demo",
+                "--size",
+                "8M",
+                "--budget",
+                "2M",
+                "--page-size",
+                "16K",
+                "--policy",
+                policy,
+            ];
+            if sim {
+                args.push("--sim");
+            }
+            let (code, out, err) = sbma(&args);
+            assert_eq!(code, 0, "{policy} sim={sim}: {out}{err}");
+            assert!(out.contains("through a 2 MiB budget (4.0x)"), "{out}");
+            let backend = if sim {
+                "backend: sim"
+            } else {
+                "backend: signal"
+            };
+            assert!(out.contains(backend), "{out}");
+            assert!(out.contains("(0 mismatches)"), "{out}");
+            assert!(
+                out.contains("peak memory held 2.0 MiB"),
+                "{policy}: memory above budget?\n{out}"
+            );
+        }
     }
 }
 
@@ -50,7 +62,11 @@ fn bad_input_is_a_one_line_error() {
             &["demo", "--page-size", "3K"][..],
             "--page-size: page size is not a power of two",
         ),
-        (&["demo", "--budget", "1K"][..], "cannot hold one"),
+        (
+            &["demo", "--budget", "1K"][..],
+            "budget of 1024 bytes is too small",
+        ),
+        (&["demo", "--sim", "--budget", "1K"][..], "cannot hold one"),
         (&["demo", "--size"][..], "--size needs a value"),
         (
             &["demo", "--frobnicate", "1"][..],
