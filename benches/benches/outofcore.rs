@@ -1,0 +1,356 @@
+//! The out-of-core sweep (issue 3): data larger than memory, three ways, in
+//! one run, under the same memory limit.
+//!
+//! - `swap`: anonymous memory; the kernel swaps to a swap file.
+//! - `file`: a `MAP_SHARED` mapping of a file; the kernel writes back and
+//!   reclaims page cache.
+//! - `sbma`: a region of the pager, at several page sizes.
+//!
+//! Each mode runs in a child process that first joins a memory cgroup
+//! limited to the budget. The harness creates the swap file and the cgroup
+//! and removes both at the end. Where it lacks root (or a memory cgroup),
+//! it says so and measures sbma alone, without the limit or the ratios.
+//!
+//! sbma's budget is set to 7/8 of the limit: the cgroup also charges the
+//! page cache of sbma's own backing file, and a budget equal to the limit
+//! would let the kernel swap sbma's resident pages behind its back.
+//!
+//! The workload over `size` bytes, identical in every mode:
+//! 1. sequential write: every 8-byte word gets `f(offset)`;
+//! 2. sequential read-modify-write: every word is checked, then incremented;
+//! 3. random read-modify-write: `ops` random words are checked and
+//!    incremented, with an exact shadow of the increments.
+//!
+//! Any mismatch fails the run.
+//!
+//! Run: `cargo bench -p sbma-benches --bench outofcore -- [--size 2G]
+//! [--budget 512M] [--pages 16K,64K,256K] [--ops 100000]`
+#![allow(unsafe_code, reason = "the workload runs on raw mappings")]
+#![allow(missing_docs, reason = "a benchmark binary")]
+
+use sbma_core::units::parse_size;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+struct Config {
+    size: usize,
+    budget: usize,
+    pages: Vec<usize>,
+    ops: usize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        child(&args[i + 1..]);
+        return;
+    }
+    let mut cfg = Config {
+        size: 2 << 30,
+        budget: 512 << 20,
+        pages: vec![16 << 10, 64 << 10, 256 << 10],
+        ops: 100_000,
+    };
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().unwrap_or_default();
+        match a.as_str() {
+            "--size" => cfg.size = parse_size(&val()).expect("--size"),
+            "--budget" => cfg.budget = parse_size(&val()).expect("--budget"),
+            "--pages" => {
+                cfg.pages = val()
+                    .split(',')
+                    .map(|p| parse_size(p).expect("--pages"))
+                    .collect()
+            }
+            "--ops" => cfg.ops = val().parse().expect("--ops"),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    let limit = Limit::set_up(&cfg);
+    println!(
+        "out-of-core sweep: {} MiB of data, memory limit {} MiB, {} random ops; {}",
+        cfg.size >> 20,
+        cfg.budget >> 20,
+        cfg.ops,
+        match &limit {
+            Some(l) => format!(
+                "cgroup {} + swap file {}",
+                l.cgroup.display(),
+                l.swap.display()
+            ),
+            None => "NO LIMIT (see above): sbma only, no baselines".into(),
+        }
+    );
+    let mut modes = Vec::new();
+    if limit.is_some() {
+        modes.push(("swap".to_string(), "swap".to_string()));
+        modes.push(("file".to_string(), "file".to_string()));
+    }
+    for p in &cfg.pages {
+        modes.push((format!("sbma {}K", p >> 10), format!("sbma:{p}")));
+    }
+    let mut results: HashMap<String, [f64; 3]> = HashMap::new();
+    println!(
+        "{:<12} {:>14} {:>14} {:>14}",
+        "mode", "seq write MB/s", "seq rmw MB/s", "random ops/s"
+    );
+    for (name, mode) in &modes {
+        drop_caches();
+        let procs = limit
+            .as_ref()
+            .map_or_else(String::new, |l| l.procs().display().to_string());
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--child",
+                mode,
+                &cfg.size.to_string(),
+                &cfg.budget.to_string(),
+                &cfg.ops.to_string(),
+                &procs,
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let Some(line) = stdout.lines().find(|l| l.starts_with("RESULT")) else {
+            println!(
+                "{name:<12} FAILED: {:?} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            continue;
+        };
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        println!("{name:<12} {:>14.1} {:>14.1} {:>14.0}", v[0], v[1], v[2]);
+        results.insert(name.clone(), [v[0], v[1], v[2]]);
+    }
+    if limit.is_some() {
+        println!("\nratios (sbma / baseline, higher is better)");
+        println!(
+            "{:<12} {:>22} {:>22} {:>22}",
+            "mode", "seq write vs swap|file", "seq rmw vs swap|file", "random vs swap|file"
+        );
+        for (name, _) in modes.iter().filter(|m| m.0.starts_with("sbma")) {
+            let (Some(s), Some(sw), Some(f)) =
+                (results.get(name), results.get("swap"), results.get("file"))
+            else {
+                continue;
+            };
+            let r = |i: usize| format!("{:.2}x | {:.2}x", s[i] / sw[i], s[i] / f[i]);
+            println!("{name:<12} {:>22} {:>22} {:>22}", r(0), r(1), r(2));
+        }
+    }
+    drop(limit);
+}
+
+// ---------------------------------------------------------------------
+// The memory limit: a cgroup and a swap file, removed on drop.
+// ---------------------------------------------------------------------
+
+struct Limit {
+    cgroup: PathBuf,
+    v2: bool,
+    swap: PathBuf,
+}
+
+impl Limit {
+    fn set_up(cfg: &Config) -> Option<Limit> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped baselines: not root (a memory cgroup and a swap file need root)");
+            return None;
+        }
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let parent = if v2 {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            PathBuf::from("/sys/fs/cgroup/memory")
+        };
+        if !parent.exists() {
+            println!(
+                "skipped baselines: no memory cgroup at {}",
+                parent.display()
+            );
+            return None;
+        }
+        let dir = std::env::var_os("SBMA_BENCH_DIR")
+            .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
+        let swap = dir.join(format!("sbma-bench-{}.swap", std::process::id()));
+        let swap_bytes = cfg.size + cfg.size / 4;
+        let ok = Command::new("fallocate")
+            .args(["-l", &swap_bytes.to_string()])
+            .arg(&swap)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::fs::set_permissions(&swap, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .is_ok()
+            && Command::new("mkswap")
+                .arg(&swap)
+                .output()
+                .is_ok_and(|o| o.status.success())
+            && Command::new("swapon")
+                .arg(&swap)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_file(&swap);
+            println!(
+                "skipped baselines: could not enable a swap file in {}",
+                dir.display()
+            );
+            return None;
+        }
+        let cgroup = parent.join(format!("sbma-bench-{}", std::process::id()));
+        let limit_file = if v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        let made = std::fs::create_dir(&cgroup).is_ok()
+            && std::fs::write(cgroup.join(limit_file), cfg.budget.to_string()).is_ok();
+        let limit = Limit { cgroup, v2, swap };
+        if !made {
+            println!("skipped baselines: could not create a memory cgroup");
+            return None;
+        }
+        Some(limit)
+    }
+
+    fn procs(&self) -> PathBuf {
+        self.cgroup.join("cgroup.procs")
+    }
+}
+
+impl Drop for Limit {
+    fn drop(&mut self) {
+        // Move ourselves out (we never joined), remove the group, then swap.
+        let _ = std::fs::remove_dir(&self.cgroup);
+        let _ = Command::new("swapoff").arg(&self.swap).status();
+        let _ = std::fs::remove_file(&self.swap);
+        let _ = self.v2;
+    }
+}
+
+fn drop_caches() {
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+// ---------------------------------------------------------------------
+// The child: join the cgroup, map the memory, run the workload.
+// ---------------------------------------------------------------------
+
+fn child(args: &[String]) {
+    let mode = &args[0];
+    let size: usize = args[1].parse().unwrap();
+    let budget: usize = args[2].parse().unwrap();
+    let ops: usize = args[3].parse().unwrap();
+    if let Some(procs) = args.get(4).filter(|p| !p.is_empty()) {
+        std::fs::write(procs, std::process::id().to_string()).expect("joining the cgroup");
+    }
+    let tmp = std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    let mut keep = None;
+    let base: *mut u8 = match mode.as_str() {
+        "swap" => {
+            // SAFETY: a fresh private anonymous mapping.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            p.cast()
+        }
+        "file" => {
+            let path = tmp.join(format!("sbma-bench-map-{}", std::process::id()));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .unwrap();
+            std::fs::remove_file(&path).unwrap();
+            f.set_len(size as u64).unwrap();
+            use std::os::fd::AsRawFd;
+            // SAFETY: a shared mapping of our own unlinked file.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            keep = Some(Box::new(f) as Box<dyn std::any::Any>);
+            p.cast()
+        }
+        m => {
+            let page: usize = m.strip_prefix("sbma:").unwrap().parse().unwrap();
+            let pager = sbma_pager::Pager::builder()
+                .budget(budget / 8 * 7)
+                .page_size(page)
+                .max_size(size)
+                .dir(&tmp)
+                .build()
+                .unwrap();
+            let region = pager.alloc(size).unwrap();
+            let p = region.as_mut_ptr();
+            keep = Some(Box::new((pager, region)) as Box<dyn std::any::Any>);
+            p
+        }
+    };
+    let words = size / 8;
+    let w = base.cast::<u64>();
+    let f = |i: usize| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let t = Instant::now();
+    for i in 0..words {
+        // SAFETY: i < words, inside the mapping.
+        unsafe { w.add(i).write(f(i)) };
+    }
+    let seq_write = size as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let t = Instant::now();
+    let mut bad = 0usize;
+    for i in 0..words {
+        // SAFETY: as above.
+        unsafe {
+            let v = w.add(i).read();
+            bad += usize::from(v != f(i));
+            w.add(i).write(v.wrapping_add(1));
+        }
+    }
+    let seq_rmw = size as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let mut bumps: HashMap<usize, u64> = HashMap::new();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let t = Instant::now();
+    for _ in 0..ops {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = (x % words as u64) as usize;
+        let extra = bumps.entry(i).or_insert(0);
+        // SAFETY: as above.
+        unsafe {
+            let v = w.add(i).read();
+            bad += usize::from(v != f(i).wrapping_add(1 + *extra));
+            w.add(i).write(v.wrapping_add(1));
+        }
+        *extra += 1;
+    }
+    let random = ops as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(bad, 0, "{mode}: {bad} words differ");
+    println!("RESULT {seq_write:.1} {seq_rmw:.1} {random:.0}");
+    drop(keep);
+}
