@@ -473,6 +473,11 @@ impl Actions {
         Actions(self.0 | other.0)
     }
 
+    /// `self` without the actions of `other`.
+    pub const fn without(self, other: Actions) -> Actions {
+        Actions(self.0 & !other.0)
+    }
+
     /// `self` plus `other` if `cond`.
     pub const fn with_if(self, cond: bool, other: Actions) -> Actions {
         if cond { self.with(other) } else { self }

@@ -43,6 +43,12 @@ use sbma_core::{
 };
 use std::sync::Arc;
 
+/// The most a read-ahead loads in one I/O.
+pub const READAHEAD_BYTES: usize = 512 << 10;
+/// Staging buffers per arena (each `READAHEAD_BYTES`, or one page if
+/// larger): concurrent fills beyond this wait for a free one.
+const STAGING_SLOTS: usize = 8;
+
 /// The access that faulted or is requested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -130,6 +136,11 @@ pub struct Arena {
     loading: AtomicUsize,
     /// One past the highest page ever allocated: whole-arena scans stop here.
     high_water: AtomicUsize,
+    /// Read-ahead: the last page read in by a fault, the current window
+    /// (pages), and the largest window.
+    last_read: AtomicUsize,
+    window: AtomicUsize,
+    max_window: usize,
     reclaim_batch: usize,
     pub(crate) counters: Counters,
 }
@@ -154,16 +165,19 @@ impl Arena {
             op: "reserving the arena",
             source: e,
         })?;
+        let max_window = (READAHEAD_BYTES >> cfg.page.shift()).max(1);
         let filler = match cfg.fill {
             FillMethod::SelfMem => Filler::SelfMem {
                 mem: sys::open_self_mem().map_err(|e| Error::Map {
                     op: "opening /proc/self/mem",
                     source: e,
                 })?,
-                staging: Staging::new(16, cfg.page.bytes()).map_err(|e| Error::Map {
-                    op: "mapping staging buffers",
-                    source: e,
-                })?,
+                staging: Staging::new(STAGING_SLOTS, max_window << cfg.page.shift()).map_err(
+                    |e| Error::Map {
+                        op: "mapping staging buffers",
+                        source: e,
+                    },
+                )?,
             },
             FillMethod::Remap => Filler::Remap,
         };
@@ -183,6 +197,9 @@ impl Arena {
             reclaim: FutexLock::new(Vec::with_capacity(budget_pages + cfg.reclaim_batch + 64)),
             loading: AtomicUsize::new(0),
             high_water: AtomicUsize::new(0),
+            last_read: AtomicUsize::new(usize::MAX),
+            window: AtomicUsize::new(1),
+            max_window,
             reclaim_batch: cfg.reclaim_batch,
             counters: Counters::default(),
         })
@@ -348,44 +365,110 @@ impl Arena {
                 Access::Write => &self.counters.write_faults,
             };
             Counters::add(counter, 1);
-            return self.finish_load(page, &t, charge);
+            let ahead = if t.actions.contains(Actions::READ_IN) {
+                self.start_readahead(page)
+            } else {
+                0
+            };
+            return self.finish_load(page, &t, charge, ahead);
         }
     }
 
-    /// Runs a started load's actions and ends it (or undoes it).
+    /// Read-ahead: if `page` continues a sequential run of faults, claims
+    /// the evicted, idle pages after it (up to the window, which doubles
+    /// while the run goes on), charging each without evicting anything.
+    /// Returns how many were claimed; they are in `Load`, to be filled with
+    /// `page` in one I/O.
+    fn start_readahead(&self, page: PageIndex) -> usize {
+        let last = self.last_read.swap(page.0, Ordering::Relaxed);
+        let window = self.window.load(Ordering::Relaxed);
+        let sequential = last != usize::MAX && page.0 > last && page.0 <= last + window;
+        let window = if sequential {
+            (window * 2).min(self.max_window)
+        } else {
+            1
+        };
+        self.window.store(window, Ordering::Relaxed);
+        let mut claimed = 0;
+        while claimed + 1 < window {
+            let p = PageIndex(page.0 + 1 + claimed);
+            if p.0 >= self.table.len().get() || !self.is_allocated(p) {
+                break;
+            }
+            let s = self.table.state(p);
+            if s.kind() != sbma_core::Kind::Evicted {
+                break;
+            }
+            let Outcome::Apply(t) = transition(s, Event::ReadFault) else {
+                break;
+            };
+            if self.budget.try_charge(self.page.bytes()).is_err() {
+                break;
+            }
+            if self.table.commit(p, &t).is_err() {
+                self.budget.uncharge(self.page.bytes());
+                break;
+            }
+            self.loading.fetch_add(1, Ordering::AcqRel);
+            claimed += 1;
+        }
+        claimed
+    }
+
+    /// Runs a started load's actions and ends it (or undoes it). `ahead`
+    /// pages after `page` were claimed by read-ahead (read-only loads): they
+    /// are read in the same I/O.
     fn finish_load(
         &self,
         page: PageIndex,
         t: &Transition,
         charged: bool,
+        ahead: usize,
     ) -> Result<(), FaultError> {
         let range = PageRange::single(page);
-        match self.run(range, t.actions) {
+        let extra = PageRange::new(PageIndex(page.0 + 1), PageCount(ahead));
+        let r = if ahead == 0 {
+            self.run(range, t.actions)
+        } else {
+            // One read for the whole run, then each part's protection.
+            let run = PageRange::new(page, PageCount(ahead + 1));
+            self.read_in(run)
+                .and_then(|()| self.run(range, t.actions.without(Actions::READ_IN)))
+                .and_then(|()| self.protect(extra, Protection::Read))
+        };
+        match r {
             Ok(()) => {
                 self.end_op(page, Event::LoadComplete);
+                for p in extra.iter() {
+                    self.end_op(p, Event::LoadComplete);
+                }
                 let mut policy = self.policy.lock();
                 if charged {
                     policy.admit(page);
                 } else {
                     policy.access(page);
                 }
-                drop(policy);
-                if charged {
-                    self.loading.fetch_sub(1, Ordering::AcqRel);
+                for p in extra.iter() {
+                    policy.admit(p);
                 }
+                drop(policy);
+                self.loading
+                    .fetch_sub(usize::from(charged) + ahead, Ordering::AcqRel);
                 Ok(())
             }
             Err(e) => {
-                if charged {
-                    self.loading.fetch_sub(1, Ordering::AcqRel);
-                } else {
+                self.loading
+                    .fetch_sub(usize::from(charged) + ahead, Ordering::AcqRel);
+                if !charged {
                     self.policy.lock().forget(page);
                 }
-                let undo = self.table.apply(page, Event::LoadFailed);
-                if let Outcome::Apply(u) = undo.outcome {
-                    let _ = self.run(range, u.actions);
+                for p in range.iter().chain(extra.iter()) {
+                    let undo = self.table.apply(p, Event::LoadFailed);
+                    if let Outcome::Apply(u) = undo.outcome {
+                        let _ = self.run(PageRange::single(p), u.actions);
+                    }
+                    self.end_op(p, Event::DropComplete);
                 }
-                self.end_op(page, Event::DropComplete);
                 Err(
                     if t.actions.contains(Actions::READ_IN) && !is_protect_error(e) {
                         FaultError::Read(e.errno())

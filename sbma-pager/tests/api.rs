@@ -322,3 +322,40 @@ fn tempfile_in(dir: &std::path::Path) -> std::fs::File {
     std::fs::remove_file(&path).unwrap();
     f
 }
+
+#[test]
+fn sequential_faults_read_ahead_and_random_ones_do_not() {
+    let pager = pager(256);
+    let r = pager.alloc(128 * PAGE).unwrap();
+    fill(r.as_mut_ptr(), r.len(), 11);
+    pager.evict_all().unwrap();
+    let before = pager.stats();
+    assert_eq!(check(r.as_ptr(), r.len(), 11), 0);
+    let s = pager.stats();
+    let (faults, read) = (
+        s.read_faults - before.read_faults,
+        s.pages_read - before.pages_read,
+    );
+    assert_eq!(read, 128, "every page read exactly once");
+    // Windows double up to 512 KiB (32 pages of 16 KiB): 1+2+4+8+16+32+32+32.
+    assert!(
+        faults <= 10,
+        "{faults} read faults for 128 sequential pages"
+    );
+    // Random single pages: no neighbour is read.
+    pager.evict_all().unwrap();
+    let before = pager.stats();
+    for page in [77, 3, 51, 120, 9] {
+        let at = page * PAGE + 5;
+        // SAFETY: inside the region.
+        let got = unsafe { r.as_ptr().add(at).read() };
+        assert_eq!(got, 11u8.wrapping_add((at % 253) as u8));
+    }
+    let s = pager.stats();
+    assert_eq!(
+        s.pages_read - before.pages_read,
+        5,
+        "random faults read neighbours"
+    );
+    pager.check_invariants().unwrap();
+}
