@@ -82,6 +82,8 @@ pub enum FaultError {
     NoEvictablePages,
     /// The thread already holds the eviction lock.
     Reentered,
+    /// The process is a fork of the one that created the arena.
+    Forked,
 }
 
 impl FaultError {
@@ -101,6 +103,7 @@ impl FaultError {
             },
             FaultError::NoEvictablePages => Error::NoEvictablePages,
             FaultError::Reentered => Error::Reentered,
+            FaultError::Forked => Error::Forked,
         }
     }
 }
@@ -142,6 +145,10 @@ pub struct Arena {
     window: AtomicUsize,
     max_window: usize,
     reclaim_batch: usize,
+    /// The process that created the arena; in any other (a forked child)
+    /// the arena's file and `/proc/self/mem` descriptor belong to the
+    /// parent and must not be used.
+    owner: i32,
     pub(crate) counters: Counters,
 }
 
@@ -201,8 +208,14 @@ impl Arena {
             window: AtomicUsize::new(1),
             max_window,
             reclaim_batch: cfg.reclaim_batch,
+            owner: sys::process_id(),
             counters: Counters::default(),
         })
+    }
+
+    /// Whether this process is a fork of the arena's creator.
+    pub(crate) fn forked(&self) -> bool {
+        sys::process_id() != self.owner
     }
 
     /// Whether `addr` lies in the reservation.
@@ -298,6 +311,9 @@ impl Arena {
         let page = PageIndex((addr - self.base as usize) >> self.page.shift());
         if !self.is_allocated(page) {
             return None;
+        }
+        if self.forked() {
+            return Some(Err(FaultError::Forked));
         }
         let access = match write {
             Some(true) => Access::Write,

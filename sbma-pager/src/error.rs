@@ -60,6 +60,10 @@ pub enum Error {
     Pinned,
     /// The range is not inside a live region of this pager.
     InvalidRange,
+    /// Called in a forked child: the pager's backing file belongs to the
+    /// parent. Resident pages stay usable as plain memory; nothing can be
+    /// paged.
+    Forked,
     /// A thread faulted on managed memory while holding the pager's
     /// eviction lock (a signal handler touching managed memory in the middle
     /// of the pager's own code); not supported.
@@ -100,6 +104,10 @@ impl fmt::Display for Error {
             ),
             Error::Pinned => write!(f, "a page of the range is pinned"),
             Error::InvalidRange => write!(f, "range is not inside a live region of this pager"),
+            Error::Forked => write!(
+                f,
+                "the pager was created by the parent process; a forked child cannot page its memory"
+            ),
             Error::Reentered => write!(
                 f,
                 "managed memory touched while the pager's eviction lock is held by the same thread"

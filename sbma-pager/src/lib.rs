@@ -35,6 +35,13 @@
 //! one-line message naming the address and the errno, explicit calls return
 //! [`Error`].
 //!
+//! After `fork`, the child can keep using the pages that were resident at
+//! the fork (plain copy-on-write memory), but nothing can be paged: the
+//! backing file belongs to the parent. Touching a non-resident page in the
+//! child aborts with a one-line message; API calls return
+//! [`Error::Forked`]; dropping regions or the pager in the child leaves the
+//! parent's file alone.
+//!
 //! Syscalls writing into managed memory (`read`, `stat`, ...) would fail
 //! with `EFAULT` on an inaccessible page: use [`Pager::prepare_for_kernel`]
 //! first, which makes the buffer resident and accessible and keeps it so
@@ -65,7 +72,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// The SBMA page size used unless configured (`SBMA_PAGE_SIZE`).
-pub const DEFAULT_PAGE_SIZE: usize = 64 << 10;
+pub const DEFAULT_PAGE_SIZE: usize = 16 << 10;
 /// The budget used unless configured (`SBMA_BUDGET`).
 pub const DEFAULT_BUDGET: usize = 256 << 20;
 /// Pages an arena reserves unless `max_size` is set: 2^20 (64 GiB of
@@ -345,6 +352,9 @@ impl Pager {
     /// [`Error::OutOfAddressSpace`] if the arena has no free range that
     /// large.
     pub fn alloc(&self, len: usize) -> Result<Region, Error> {
+        if self.arena().forked() {
+            return Err(Error::Forked);
+        }
         altstack::ensure();
         let page = self.arena().page_size();
         let too_big = || Error::OutOfAddressSpace {
@@ -373,9 +383,12 @@ impl Pager {
     }
 
     /// The page range covering `[addr, addr + len)`, if it lies in live
-    /// regions.
+    /// regions (and this is the process that created the pager).
     fn pages(&self, addr: *const u8, len: usize) -> Result<PageRange, Error> {
         let a = self.arena();
+        if a.forked() {
+            return Err(Error::Forked);
+        }
         let base = a.base() as usize;
         let start = (addr as usize)
             .checked_sub(base)
@@ -458,6 +471,9 @@ impl Pager {
     /// As [`evict`](Self::evict).
     #[doc(alias = "mevictall")]
     pub fn evict_all(&self) -> Result<usize, Error> {
+        if self.arena().forked() {
+            return Err(Error::Forked);
+        }
         self.arena().evict(self.arena().used())
     }
 
@@ -505,7 +521,9 @@ impl Pager {
     }
 
     fn free(&self, range: PageRange) {
-        if range.is_empty() {
+        // In a forked child the backing file is the parent's: leave it
+        // (and the child's copy of the memory) alone.
+        if range.is_empty() || self.arena().forked() {
             return;
         }
         // Drop the contents (memory and disk) and make the pages
@@ -590,6 +608,9 @@ impl Region {
     /// [`Error::OutOfAddressSpace`] if the region cannot grow in place
     /// (allocate a new region and copy instead).
     pub fn resize(&mut self, new_len: usize) -> Result<(), Error> {
+        if self.pager.arena().forked() {
+            return Err(Error::Forked);
+        }
         let page = self.pager.arena().page_size();
         let err = || Error::OutOfAddressSpace {
             requested: new_len,

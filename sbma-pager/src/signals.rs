@@ -198,6 +198,9 @@ fn fatal(addr: usize, e: FaultError) -> ! {
         FaultError::Protect(_) => b"mprotect failed: ",
         FaultError::NoEvictablePages => b"the budget is full and every resident page is pinned",
         FaultError::Reentered => b"managed memory touched while this thread holds the pager's eviction lock (signal handler?)",
+        FaultError::Forked => {
+            b"storage-backed memory that is not resident touched in a forked child (sbma memory cannot be paged after fork: exec, or use posix_spawn)"
+        }
     };
     let errno = match e {
         FaultError::Read(e) | FaultError::Write(e) | FaultError::Protect(e) => Some(e),

@@ -267,6 +267,12 @@ pub fn futex_wake_all(word: &AtomicU32) {
     futex_wake(word, i32::MAX as u32);
 }
 
+/// The calling process's id: `getpid` (a syscall each time; no cache to
+/// go stale across `fork`).
+pub fn process_id() -> i32 {
+    rustix::process::getpid().as_raw_nonzero().get()
+}
+
 /// The calling thread's id: `gettid`.
 pub fn thread_id() -> i32 {
     rustix::thread::gettid().as_raw_nonzero().get()

@@ -57,6 +57,11 @@ fn scenarios() -> Vec<(&'static str, fn(), Expect)> {
             environment_configuration,
             Expect::Exit0,
         ),
+        (
+            "fork_keeps_resident_pages_and_protects_the_parent",
+            fork_keeps_resident_pages_and_protects_the_parent,
+            Expect::Exit0,
+        ),
     ]
 }
 
@@ -324,4 +329,74 @@ fn environment_configuration() {
             .starts_with("cannot create a backing file in /nonexistent/sbma"),
         "{e}"
     );
+}
+
+/// Forks a child that runs `f` and returns how it ended.
+fn in_child(f: impl FnOnce() -> i32) -> std::process::ExitStatus {
+    // SAFETY: this scenario process is single-threaded; the child only
+    // runs `f` and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = f();
+        // SAFETY: leave the child without running the parent's atexit work.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    std::process::ExitStatus::from_raw(status)
+}
+
+fn fork_keeps_resident_pages_and_protects_the_parent() {
+    let pager = small_pager();
+    let region = pager.alloc(16 * PAGE).unwrap();
+    let p = region.as_mut_ptr();
+    let value = |i: usize| (i as u8).wrapping_mul(31).wrapping_add(7);
+    for i in 0..16 * PAGE {
+        // SAFETY: inside the region.
+        unsafe { p.add(i).write(value(i)) };
+    }
+    pager.evict_all().unwrap();
+    pager.touch(p, 4 * PAGE, sbma_pager::Access::Read).unwrap(); // pages 0..4 resident
+
+    // Child 1: resident pages read fine, the API refuses, and dropping
+    // the region and the pager must not touch the parent's backing file.
+    // SAFETY: this scenario process is single-threaded.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: resident pages of the inherited region.
+        let ok = (0..4 * PAGE).all(|i| unsafe { p.add(i).read() } == value(i));
+        let refused = pager.touch(p, PAGE, sbma_pager::Access::Read) == Err(Error::Forked)
+            && pager.evict_all() == Err(Error::Forked)
+            && matches!(pager.alloc(PAGE), Err(Error::Forked));
+        drop(region);
+        drop(pager);
+        // SAFETY: leave the child at once.
+        unsafe { libc::_exit(if ok && refused { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    let status = std::process::ExitStatus::from_raw(status);
+    assert_eq!(status.code(), Some(0), "child 1: {status:?}");
+
+    // Child 2: touching an evicted page aborts (loudly, not silently).
+    let status = in_child(|| {
+        // SAFETY: an evicted page of the inherited region: must abort.
+        unsafe { p.add(10 * PAGE).read_volatile() };
+        5
+    });
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "child 2: {status:?}");
+
+    // The parent's data, resident and evicted, is intact.
+    for i in 0..16 * PAGE {
+        // SAFETY: inside the parent's live region.
+        let got = unsafe { p.add(i).read() };
+        assert_eq!(got, value(i), "parent byte {i} after the children");
+    }
+    pager.check_invariants().unwrap();
 }
