@@ -75,8 +75,8 @@ use std::sync::{Arc, Mutex};
 pub const DEFAULT_PAGE_SIZE: usize = 16 << 10;
 /// The budget used unless configured (`SBMA_BUDGET`).
 pub const DEFAULT_BUDGET: usize = 256 << 20;
-/// Pages an arena reserves unless `max_size` is set: 2^20 (64 GiB of
-/// address space at 64 KiB pages).
+/// Pages an arena reserves unless `max_size` is set: 2^20 (16 GiB of
+/// address space at the default 16 KiB pages; `max_size` changes it).
 pub const DEFAULT_ARENA_PAGES: usize = 1 << 20;
 /// The fewest pages a budget must hold: one instruction can touch two
 /// pages of a source and two of a destination (`rep movs` across page
