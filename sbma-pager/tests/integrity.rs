@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{Rng, load, resident_bytes, store};
+use common::{load, resident_bytes, store};
+use sbma_core::conformance::Rng;
 use sbma_pager::{FillMethod, Pager, PolicyKind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -83,7 +84,7 @@ fn run(policy: PolicyKind, fill: FillMethod, page: usize) {
             std::thread::spawn(move || {
                 let p = base as *mut u64;
                 let mut versions = vec![0u64; WORDS / THREADS];
-                let mut rng = Rng(0x9E37_79B9 * (t as u64 + 1));
+                let mut rng = Rng::new(0x9E37_79B9 * (t as u64 + 1));
                 barrier.wait();
                 let mut checked = 0usize;
                 for pass in 0..3 {

@@ -17,24 +17,6 @@ pub fn resident_bytes(addr: *const u8, len: usize) -> usize {
     vec.iter().filter(|&&b| b & 1 != 0).count() * os
 }
 
-/// A tiny deterministic generator.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Reads the `i`-th u64 of the memory at `p` (volatile: every access is a
 /// real load that may fault).
 ///
