@@ -24,6 +24,7 @@
 
 use crate::backend::{PageBackend, run_actions};
 use crate::budget::Budget;
+use crate::page::runs;
 use crate::policy::EvictionPolicy;
 use crate::state::{Actions, Event, Outcome, transition};
 use crate::table::PageTable;
@@ -480,19 +481,10 @@ impl<B: PageBackend, P: EvictionPolicy, G: Budget> Engine<B, P, G> {
         victims.sort_unstable();
         let mut dropped = 0;
         let mut first_error = None;
-        let mut i = 0;
-        while i < victims.len() {
-            // A run: consecutive indices of the same kind (clean or dirty).
-            let dirty = self.table.state(victims[i]).is_dirty();
-            let mut j = i + 1;
-            while j < victims.len()
-                && victims[j].0 == victims[j - 1].0 + 1
-                && self.table.state(victims[j]).is_dirty() == dirty
-            {
-                j += 1;
-            }
-            let run = PageRange::new(victims[i], PageCount(j - i));
-            i = j;
+        // Runs: consecutive indices of the same kind (clean or dirty).
+        let table = &self.table;
+        let split: Vec<(PageRange, bool)> = runs(victims, |p| table.state(p).is_dirty()).collect();
+        for (run, dirty) in split {
             let Some(actions) = self.step(run, Event::Evict)? else {
                 continue;
             };

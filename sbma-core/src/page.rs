@@ -294,6 +294,36 @@ impl PageRange {
     }
 }
 
+/// Splits sorted page indices into maximal runs of consecutive pages that
+/// share the same `key`, e.g. the dirty and the clean stretches of a batch
+/// of victims, so each run can be written or dropped with one call.
+/// Allocation-free (usable in the fault path).
+///
+/// # Examples
+/// ```
+/// use sbma_core::page::{runs, PageCount, PageIndex};
+/// let pages = [1, 2, 3, 5, 6].map(PageIndex);
+/// let r: Vec<_> = runs(&pages, |p| p.0 == 3).map(|(r, k)| (r.start.0, r.count.0, k)).collect();
+/// assert_eq!(r, [(1, 2, false), (3, 1, true), (5, 2, false)]);
+/// ```
+pub fn runs<K: PartialEq>(
+    pages: &[PageIndex],
+    mut key: impl FnMut(PageIndex) -> K,
+) -> impl Iterator<Item = (PageRange, K)> {
+    let mut i = 0;
+    core::iter::from_fn(move || {
+        let first = *pages.get(i)?;
+        let k = key(first);
+        let mut j = i + 1;
+        while j < pages.len() && pages[j].0 == pages[j - 1].0 + 1 && key(pages[j]) == k {
+            j += 1;
+        }
+        let run = PageRange::new(first, PageCount(j - i));
+        i = j;
+        Some((run, k))
+    })
+}
+
 /// A byte length that is a whole number of pages of a given [`PageSize`].
 ///
 /// Only [`PageSize`]'s constructors make one, so holding an `AlignedLen` is

@@ -39,7 +39,7 @@ use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::Errno;
 use sbma_core::{
     Actions, AnyPolicy, Budget, Event, EvictionPolicy, Outcome, PageBackend, PageCount, PageIndex,
-    PageRange, PageSize, Protection, Transition, run_actions, transition,
+    PageRange, PageSize, Protection, Transition, page::runs, run_actions, transition,
 };
 use std::sync::Arc;
 
@@ -289,11 +289,7 @@ impl Arena {
         }
     }
 
-    pub(crate) fn is_allocated_pub(&self, p: PageIndex) -> bool {
-        self.is_allocated(p)
-    }
-
-    fn is_allocated(&self, p: PageIndex) -> bool {
+    pub(crate) fn is_allocated(&self, p: PageIndex) -> bool {
         self.allocated[p.0 / 64].load(Ordering::Acquire) & (1 << (p.0 % 64)) != 0
     }
 
@@ -485,13 +481,11 @@ impl Arena {
                     }
                     self.end_op(p, Event::DropComplete);
                 }
-                Err(
-                    if t.actions.contains(Actions::READ_IN) && !is_protect_error(e) {
-                        FaultError::Read(e.errno())
-                    } else {
-                        FaultError::Protect(e.errno())
-                    },
-                )
+                Err(if t.actions.contains(Actions::READ_IN) && !e.protect {
+                    FaultError::Read(e.errno)
+                } else {
+                    FaultError::Protect(e.errno)
+                })
             }
         }
     }
@@ -604,18 +598,9 @@ impl Arena {
         victims.truncate(started);
         let mut dropped = 0;
         let mut first_error = None;
-        let mut i = 0;
-        while i < victims.len() {
-            let dirty = self.table.state(victims[i]).op() == sbma_core::Op::WriteBack;
-            let mut j = i + 1;
-            while j < victims.len()
-                && victims[j].0 == victims[j - 1].0 + 1
-                && (self.table.state(victims[j]).op() == sbma_core::Op::WriteBack) == dirty
-            {
-                j += 1;
-            }
-            let run = PageRange::new(victims[i], PageCount(j - i));
-            i = j;
+        // Runs: consecutive victims all in WriteBack (dirty) or all in Drop.
+        let in_writeback = |p| self.table.state(p).op() == sbma_core::Op::WriteBack;
+        for (run, dirty) in runs(victims, in_writeback) {
             match self.evict_run(run, dirty) {
                 Ok(()) => dropped += run.count.get(),
                 Err(e) => {
@@ -638,7 +623,7 @@ impl Arena {
                     self.end_op(p, Event::WriteBackFailed);
                     self.policy.lock().admit(p);
                 }
-                return Err(e.errno());
+                return Err(e.errno);
             }
             for p in run.iter() {
                 let a = self.table.apply(p, Event::WriteBackComplete);
@@ -655,7 +640,7 @@ impl Arena {
             self.end_op(p, Event::DropComplete);
         }
         Counters::add(&self.counters.pages_evicted, run.count.get() as u64);
-        r.map_err(|e| e.errno())
+        r.map_err(|e| e.errno)
     }
 
     /// Evicts every resident, unpinned page of `range`.
@@ -729,7 +714,7 @@ impl Arena {
                         self.end_op(p, Event::DropComplete);
                         r.map_err(|e| Error::Io {
                             op: "releasing a cleared page",
-                            source: e.errno(),
+                            source: e.errno,
                         })?;
                         break;
                     }
@@ -792,16 +777,6 @@ impl Drop for Arena {
 pub struct ActionError {
     errno: Errno,
     protect: bool,
-}
-
-impl ActionError {
-    fn errno(self) -> Errno {
-        self.errno
-    }
-}
-
-fn is_protect_error(e: ActionError) -> bool {
-    e.protect
 }
 
 impl core::fmt::Display for ActionError {

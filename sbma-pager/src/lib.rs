@@ -398,7 +398,7 @@ impl Pager {
             .pages_covering(start, len)
             .map_err(|_| Error::InvalidRange)?;
         let end = range.end().map_err(|_| Error::InvalidRange)?;
-        if end.0 > a.table().len().get() || !range.iter().all(|p| a.is_allocated_pub(p)) {
+        if end.0 > a.table().len().get() || !range.iter().all(|p| a.is_allocated(p)) {
             return Err(Error::InvalidRange);
         }
         Ok(range)
