@@ -33,6 +33,7 @@ use crate::error::Error;
 use crate::lock::FutexLock;
 use crate::staging::Staging;
 use crate::stats::{Counters, Stats};
+use crate::streams::Streams;
 use crate::sys::{self, Prot};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use rustix::fd::{AsFd, OwnedFd};
@@ -43,10 +44,16 @@ use sbma_core::{
 };
 use std::sync::Arc;
 
+mod workers;
+pub(crate) use workers::Workers;
+
 /// The most a read-ahead loads in one I/O.
 pub const READAHEAD_BYTES: usize = 512 << 10;
-/// Staging buffers per arena (each `READAHEAD_BYTES`, or one page if
-/// larger): concurrent fills beyond this wait for a free one.
+/// The most the prefetcher reads in one I/O (see `workers`).
+pub const PREFETCH_BYTES: usize = 2 << 20;
+/// Staging buffers per arena (each `PREFETCH_BYTES`, or one page if
+/// larger; mapped lazily): concurrent fills beyond this wait for a free
+/// one.
 const STAGING_SLOTS: usize = 8;
 
 /// The access that faulted or is requested.
@@ -115,6 +122,8 @@ pub(crate) struct ArenaConfig {
     pub policy: AnyPolicy,
     pub budget: Arc<dyn Budget + Send + Sync>,
     pub store: OwnedFd,
+    /// Whether `store` is in `O_DIRECT` mode.
+    pub direct: bool,
     pub fill: FillMethod,
     pub reclaim_batch: usize,
 }
@@ -132,6 +141,7 @@ pub struct Arena {
     table: sbma_core::PageTable,
     allocated: Box<[AtomicU64]>,
     store: OwnedFd,
+    direct: bool,
     filler: Filler,
     budget: Arc<dyn Budget + Send + Sync>,
     policy: spin::Mutex<AnyPolicy>,
@@ -139,16 +149,15 @@ pub struct Arena {
     loading: AtomicUsize,
     /// One past the highest page ever allocated: whole-arena scans stop here.
     high_water: AtomicUsize,
-    /// Read-ahead: the last page read in by a fault, the current window
-    /// (pages), and the largest window.
-    last_read: AtomicUsize,
-    window: AtomicUsize,
+    /// Read-ahead: the sequential streams seen, and the largest window.
+    streams: Streams,
     max_window: usize,
     reclaim_batch: usize,
     /// The process that created the arena; in any other (a forked child)
     /// the arena's file and `/proc/self/mem` descriptor belong to the
     /// parent and must not be used.
     owner: i32,
+    background: workers::Background,
     pub(crate) counters: Counters,
 }
 
@@ -179,12 +188,11 @@ impl Arena {
                     op: "opening /proc/self/mem",
                     source: e,
                 })?,
-                staging: Staging::new(STAGING_SLOTS, max_window << cfg.page.shift()).map_err(
-                    |e| Error::Map {
+                staging: Staging::new(STAGING_SLOTS, PREFETCH_BYTES.max(cfg.page.bytes()))
+                    .map_err(|e| Error::Map {
                         op: "mapping staging buffers",
                         source: e,
-                    },
-                )?,
+                    })?,
             },
             FillMethod::Remap => Filler::Remap,
         };
@@ -198,17 +206,23 @@ impl Arena {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             store: cfg.store,
+            direct: cfg.direct,
             filler,
             budget: cfg.budget,
             policy: spin::Mutex::new(cfg.policy),
             reclaim: FutexLock::new(Vec::with_capacity(budget_pages + cfg.reclaim_batch + 64)),
             loading: AtomicUsize::new(0),
             high_water: AtomicUsize::new(0),
-            last_read: AtomicUsize::new(usize::MAX),
-            window: AtomicUsize::new(1),
+            streams: Streams::default(),
             max_window,
             reclaim_batch: cfg.reclaim_batch,
             owner: sys::process_id(),
+            background: workers::Background::new(
+                budget_pages,
+                max_window,
+                cfg.reclaim_batch,
+                cfg.page.shift(),
+            ),
             counters: Counters::default(),
         })
     }
@@ -231,6 +245,11 @@ impl Arena {
     /// The page size.
     pub fn page_size(&self) -> PageSize {
         self.page
+    }
+
+    /// Whether the backing file bypasses the page cache (`O_DIRECT`).
+    pub fn direct_io(&self) -> bool {
+        self.direct
     }
 
     /// The page table.
@@ -390,20 +409,31 @@ impl Arena {
     /// the evicted, idle pages after it (up to the window, which doubles
     /// while the run goes on), charging each without evicting anything.
     /// Returns how many were claimed; they are in `Load`, to be filled with
-    /// `page` in one I/O.
+    /// `page` in one I/O. Once the window is full, the windows after it are
+    /// claimed too and handed to the prefetcher (see `workers`).
     fn start_readahead(&self, page: PageIndex) -> usize {
-        let last = self.last_read.swap(page.0, Ordering::Relaxed);
-        let window = self.window.load(Ordering::Relaxed);
-        let sequential = last != usize::MAX && page.0 > last && page.0 <= last + window;
-        let window = if sequential {
-            (window * 2).min(self.max_window)
-        } else {
-            1
-        };
-        self.window.store(window, Ordering::Relaxed);
+        let o = self.streams.observe(page.0, self.max_window);
+        let claimed = self.claim_evicted(PageIndex(page.0 + 1), o.window - 1);
+        if o.sequential
+            && o.window == self.max_window
+            && claimed + 1 == o.window
+            && self.background.on()
+        {
+            let end = self.prefetch_from(page.0 + o.window);
+            // The stream's next fault comes after the prefetched pages.
+            self.streams.advance(o.slot, end - 1, o.window);
+        }
+        claimed
+    }
+
+    /// Claims for loading up to `max` consecutive pages from `from` that
+    /// are allocated, evicted and idle, charging each without evicting
+    /// anything. Returns how many; they are in `Load` and counted in
+    /// `loading`.
+    fn claim_evicted(&self, from: PageIndex, max: usize) -> usize {
         let mut claimed = 0;
-        while claimed + 1 < window {
-            let p = PageIndex(page.0 + 1 + claimed);
+        while claimed < max {
+            let p = PageIndex(from.0 + claimed);
             if p.0 >= self.table.len().get() || !self.is_allocated(p) {
                 break;
             }
@@ -424,7 +454,46 @@ impl Arena {
             self.loading.fetch_add(1, Ordering::AcqRel);
             claimed += 1;
         }
+        if claimed > 0 {
+            self.after_charge();
+        }
         claimed
+    }
+
+    /// Loads pages claimed by [`claim_evicted`](Self::claim_evicted): one
+    /// read, read access, loads ended, pages admitted; on failure every
+    /// load is undone (the page stays evicted; a fault on it will meet the
+    /// error itself).
+    fn load_claimed(&self, range: PageRange) {
+        let r = self
+            .read_in(range)
+            .and_then(|()| self.protect(range, Protection::Read));
+        match r {
+            Ok(()) => {
+                for p in range.iter() {
+                    self.end_op(p, Event::LoadComplete);
+                }
+                let mut policy = self.policy.lock();
+                for p in range.iter() {
+                    policy.admit(p);
+                }
+            }
+            Err(_) => {
+                for p in range.iter() {
+                    self.undo_load(p);
+                }
+            }
+        }
+        self.loading.fetch_sub(range.count.get(), Ordering::AcqRel);
+    }
+
+    /// Undoes a failed load of `p` (uncharging it) and ends the op.
+    fn undo_load(&self, p: PageIndex) {
+        let undo = self.table.apply(p, Event::LoadFailed);
+        if let Outcome::Apply(u) = undo.outcome {
+            let _ = self.run(PageRange::single(p), u.actions);
+        }
+        self.end_op(p, Event::DropComplete);
     }
 
     /// Runs a started load's actions and ends it (or undoes it). `ahead`
@@ -475,11 +544,7 @@ impl Arena {
                     self.policy.lock().forget(page);
                 }
                 for p in range.iter().chain(extra.iter()) {
-                    let undo = self.table.apply(p, Event::LoadFailed);
-                    if let Outcome::Apply(u) = undo.outcome {
-                        let _ = self.run(PageRange::single(p), u.actions);
-                    }
-                    self.end_op(p, Event::DropComplete);
+                    self.undo_load(p);
                 }
                 Err(if t.actions.contains(Actions::READ_IN) && !e.protect {
                     FaultError::Read(e.errno)
@@ -515,10 +580,7 @@ impl Arena {
     fn charge_page(&self) -> Result<(), FaultError> {
         self.charge(self.page.bytes())?;
         self.loading.fetch_add(1, Ordering::AcqRel);
-        let resident = self.budget.resident() as u64;
-        self.counters
-            .peak_resident
-            .fetch_max(resident, Ordering::Relaxed);
+        self.after_charge();
         Ok(())
     }
 
@@ -643,8 +705,11 @@ impl Arena {
         r.map_err(|e| e.errno)
     }
 
-    /// Evicts every resident, unpinned page of `range`.
+    /// Evicts every resident, unpinned page of `range`, once the
+    /// prefetches in flight are done (so none of its pages is skipped for
+    /// being in the middle of a load).
     pub(crate) fn evict(&self, range: PageRange) -> Result<usize, Error> {
+        self.quiesce();
         self.evict_locked(range).map_err(|e| match e {
             Errno::DEADLK => Error::Reentered,
             e => Error::Io {
@@ -745,8 +810,13 @@ impl Arena {
         })
     }
 
-    /// Checks the page table and the budget against each other (tests).
+    /// Checks the page table and the budget against each other (tests; the
+    /// program's own threads must be at rest).
     pub fn check_invariants(&self) -> Result<(), String> {
+        // No prefetch in flight and no eviction batch (the writer's
+        // included) half done while the table is audited.
+        self.quiesce();
+        let _evictions = self.reclaim.lock().map_err(|_| "re-entered".to_string())?;
         let census = self.table.audit().map_err(|e| e.to_string())?;
         if census.busy != 0 {
             return Err(format!("{} pages busy at rest", census.busy));

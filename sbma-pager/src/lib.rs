@@ -50,6 +50,7 @@
 
 mod altstack;
 mod arena;
+mod bell;
 mod error;
 mod lock;
 mod region;
@@ -57,6 +58,7 @@ mod registry;
 mod signals;
 mod staging;
 mod stats;
+mod streams;
 mod sys;
 
 pub use arena::{Access, FillMethod};
@@ -65,7 +67,7 @@ pub use sbma_core;
 pub use sbma_core::PolicyKind;
 pub use stats::Stats;
 
-use arena::{Arena, ArenaConfig};
+use arena::{Arena, ArenaConfig, Workers};
 use region::FreeRanges;
 use sbma_core::{LocalBudget, PageCount, PageIndex, PageRange, PageSize};
 use std::path::PathBuf;
@@ -93,6 +95,8 @@ pub struct PagerBuilder {
     max_size: Option<usize>,
     fill: Option<FillMethod>,
     reclaim_batch: Option<usize>,
+    direct_io: bool,
+    background_io: bool,
 }
 
 impl Default for PagerBuilder {
@@ -105,6 +109,8 @@ impl Default for PagerBuilder {
             max_size: None,
             fill: None,
             reclaim_batch: None,
+            direct_io: true,
+            background_io: true,
         }
     }
 }
@@ -152,6 +158,26 @@ impl PagerBuilder {
     /// (default: a sixteenth of the budget, between 1 and 64 pages).
     pub fn reclaim_batch(mut self, pages: usize) -> Self {
         self.reclaim_batch = Some(pages.max(1));
+        self
+    }
+
+    /// Whether the backing file is read and written with `O_DIRECT`
+    /// (default `true`; ignored where the filesystem refuses it, see
+    /// [`Pager::direct_io`]). Direct I/O keeps the backing file out of the
+    /// page cache, so the pager's memory use is its budget and nothing
+    /// more; buffered I/O lets the kernel cache evicted pages as well.
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.direct_io = on;
+        self
+    }
+
+    /// Whether the pager runs its two background threads (default `true`):
+    /// a writer that evicts ahead of need so faults find room, and a
+    /// prefetcher that reads ahead of sequential faults. Without them every
+    /// eviction and read happens in the faulting thread, which is slower
+    /// but makes the statistics of a single-threaded program exact.
+    pub fn background_io(mut self, on: bool) -> Self {
+        self.background_io = on;
         self
     }
 
@@ -236,13 +262,15 @@ impl PagerBuilder {
             dir: dir.clone(),
             source,
         })?;
+        let direct = self.direct_io && sys::set_direct(rustix::fd::AsFd::as_fd(&store));
         let budget_pages = self.budget >> page.shift();
-        let arena = Box::new(Arena::new(ArenaConfig {
+        let arena = Arc::new(Arena::new(ArenaConfig {
             page,
             pages,
             policy: self.policy.build(pages),
             budget: Arc::new(LocalBudget::new(self.budget)),
             store,
+            direct,
             fill: self.fill.unwrap_or_else(default_fill),
             reclaim_batch: self
                 .reclaim_batch
@@ -257,8 +285,10 @@ impl PagerBuilder {
             signals::release();
             return Err(Error::TooManyArenas);
         };
+        let workers = self.background_io.then(|| Workers::start(&arena));
         Ok(Pager {
             inner: Arc::new(Inner {
+                workers,
                 arena,
                 slot,
                 free: Mutex::new(FreeRanges::new(pages)),
@@ -303,13 +333,17 @@ fn probe_self_mem() -> bool {
 }
 
 struct Inner {
-    arena: Box<Arena>,
+    arena: Arc<Arena>,
+    workers: Option<Workers>,
     slot: usize,
     free: Mutex<FreeRanges>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Some(w) = self.workers.take() {
+            w.stop(&self.arena);
+        }
         registry::unpublish(self.slot);
         signals::release();
     }
@@ -343,6 +377,13 @@ impl Pager {
     /// The SBMA page size.
     pub fn page_size(&self) -> usize {
         self.arena().page_size().bytes()
+    }
+
+    /// Whether the backing file is read and written with `O_DIRECT` (asked
+    /// for by default, see [`PagerBuilder::direct_io`], and granted by the
+    /// filesystem).
+    pub fn direct_io(&self) -> bool {
+        self.arena().direct_io()
     }
 
     /// Allocates a region of `len` bytes (rounded up to whole pages),

@@ -22,6 +22,10 @@ pub struct Stats {
     pub write_runs: u64,
     /// Pages dropped from memory by eviction.
     pub pages_evicted: u64,
+    /// Of those, pages the background writer evicted ahead of need.
+    pub pages_evicted_ahead: u64,
+    /// Pages read in by the background prefetcher.
+    pub pages_prefetched: u64,
     /// Bytes read from the backing file.
     pub bytes_read: u64,
     /// Bytes written to the backing file.
@@ -50,6 +54,8 @@ pub(crate) struct Counters {
     pub pages_written: AtomicU64,
     pub write_runs: AtomicU64,
     pub pages_evicted: AtomicU64,
+    pub pages_evicted_ahead: AtomicU64,
+    pub pages_prefetched: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub read_ns: AtomicU64,
@@ -73,6 +79,8 @@ impl Counters {
             pages_written: g(&self.pages_written),
             write_runs: g(&self.write_runs),
             pages_evicted: g(&self.pages_evicted),
+            pages_evicted_ahead: g(&self.pages_evicted_ahead),
+            pages_prefetched: g(&self.pages_prefetched),
             bytes_read: g(&self.bytes_read),
             bytes_written: g(&self.bytes_written),
             read_ns: g(&self.read_ns),

@@ -239,6 +239,21 @@ pub fn open_unlinked_file(dir: &std::path::Path) -> Result<OwnedFd, Errno> {
     }
 }
 
+/// Switches `fd` to direct I/O (`fcntl(F_SETFL, O_DIRECT)`): reads and
+/// writes then bypass the page cache, so the backing file costs no memory
+/// beyond the budget (and none in the caller's memory cgroup). Returns
+/// whether the filesystem accepted it (tmpfs and some others refuse with
+/// `EINVAL`). Every transfer the arena makes is page-aligned in memory and
+/// in the file, which is all `O_DIRECT` asks.
+pub fn set_direct(fd: BorrowedFd<'_>) -> bool {
+    use rustix::fs::OFlags;
+    let Ok(flags) = rustix::fs::fcntl_getfl(fd) else {
+        return false;
+    };
+    rustix::fs::fcntl_setfl(fd, flags | OFlags::DIRECT).is_ok()
+        && rustix::fs::fcntl_getfl(fd).is_ok_and(|f| f.contains(OFlags::DIRECT))
+}
+
 /// Opens `/proc/self/mem` for writing, to fill pages that stay
 /// inaccessible to the program (the kernel's `FOLL_FORCE` access).
 pub fn open_self_mem() -> Result<OwnedFd, Errno> {
