@@ -11,9 +11,12 @@
 //! and removes both at the end. Where it lacks root (or a memory cgroup),
 //! it says so and measures sbma alone, without the limit or the ratios.
 //!
-//! sbma's budget is set to 7/8 of the limit: the cgroup also charges the
-//! page cache of sbma's own backing file, and a budget equal to the limit
-//! would let the kernel swap sbma's resident pages behind its back.
+//! sbma's budget is the limit less 32 MiB for the program itself when its
+//! backing file uses direct I/O (the default). With buffered I/O
+//! (`SBMA_BENCH_BUFFERED=1`, or a filesystem without `O_DIRECT`) it is 7/8
+//! of the limit: the cgroup also charges the page cache of sbma's own
+//! backing file, and a budget equal to the limit would let the kernel swap
+//! sbma's resident pages behind its back.
 //!
 //! The workload over `size` bytes, identical in every mode:
 //! 1. sequential write: every 8-byte word gets `f(offset)`;
@@ -25,7 +28,12 @@
 //! Any mismatch fails the run.
 //!
 //! Run: `cargo bench -p sbma-benches --bench outofcore -- [--size 2G]
-//! [--budget 512M] [--pages 16K,64K,256K] [--ops 100000]`
+//! [--budget 512M] [--pages 16K,64K,256K] [--ops 100000] [--only swap,sbma]`
+//! `--only` keeps the modes whose names start with one of the prefixes;
+//! `--verbose` prints sbma's statistics after each phase. For comparisons,
+//! sbma's children honour `SBMA_BENCH_BUFFERED=1` (no `O_DIRECT`),
+//! `SBMA_BENCH_SYNC=1` (no background I/O threads) and
+//! `SBMA_BENCH_REMAP=1` (fill by `mremap` instead of `/proc/self/mem`).
 #![allow(unsafe_code, reason = "the workload runs on raw mappings")]
 #![allow(missing_docs, reason = "a benchmark binary")]
 
@@ -37,12 +45,20 @@ use std::time::Instant;
 
 /// The most time the random phase may take per mode.
 const RANDOM_SECONDS: u64 = 20;
+/// Memory left to the benchmark program itself (code, heap, the random
+/// phase's shadow map, the pager's tables) when sbma's backing file uses
+/// no page cache.
+const HEADROOM: usize = 32 << 20;
 
 struct Config {
     size: usize,
     budget: usize,
     pages: Vec<usize>,
     ops: usize,
+    /// Run only the modes whose name starts with one of these.
+    only: Vec<String>,
+    /// Print each child's diagnostics (sbma's statistics per phase).
+    verbose: bool,
 }
 
 fn main() {
@@ -56,6 +72,8 @@ fn main() {
         budget: 512 << 20,
         pages: vec![16 << 10, 64 << 10, 256 << 10],
         ops: 100_000,
+        only: Vec::new(),
+        verbose: false,
     };
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -70,6 +88,8 @@ fn main() {
                     .collect()
             }
             "--ops" => cfg.ops = val().parse().expect("--ops"),
+            "--verbose" => cfg.verbose = true,
+            "--only" => cfg.only = val().split(',').map(str::to_owned).collect(),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -95,6 +115,9 @@ fn main() {
     }
     for p in &cfg.pages {
         modes.push((format!("sbma {}K", p >> 10), format!("sbma:{p}")));
+    }
+    if !cfg.only.is_empty() {
+        modes.retain(|(name, _)| cfg.only.iter().any(|o| name.starts_with(o.as_str())));
     }
     let mut results: HashMap<String, [f64; 3]> = HashMap::new();
     println!(
@@ -132,6 +155,9 @@ fn main() {
             .map(|x| x.parse().unwrap())
             .collect();
         println!("{name:<12} {:>14.1} {:>14.1} {:>14.0}", v[0], v[1], v[2]);
+        if cfg.verbose {
+            print!("{}", String::from_utf8_lossy(&out.stderr));
+        }
         results.insert(name.clone(), [v[0], v[1], v[2]]);
     }
     if limit.is_some() {
@@ -283,6 +309,7 @@ fn child(args: &[String]) {
     }
     let tmp = std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
     let mut keep = None;
+    let mut stats_of: Option<sbma_pager::Pager> = None;
     let base: *mut u8 = match mode.as_str() {
         "swap" => {
             // SAFETY: a fresh private anonymous mapping.
@@ -327,15 +354,34 @@ fn child(args: &[String]) {
         }
         m => {
             let page: usize = m.strip_prefix("sbma:").unwrap().parse().unwrap();
-            let pager = sbma_pager::Pager::builder()
-                .budget(budget / 8 * 7)
-                .page_size(page)
-                .max_size(size)
-                .dir(&tmp)
-                .build()
-                .unwrap();
+            let direct = std::env::var("SBMA_BENCH_BUFFERED").is_err();
+            let build = |budget: usize| {
+                sbma_pager::Pager::builder()
+                    .budget(budget)
+                    .page_size(page)
+                    .max_size(size)
+                    .dir(&tmp)
+                    .direct_io(direct)
+                    .background_io(std::env::var("SBMA_BENCH_SYNC").is_err())
+                    .fill_method(if std::env::var("SBMA_BENCH_REMAP").is_ok() {
+                        sbma_pager::FillMethod::Remap
+                    } else {
+                        sbma_pager::FillMethod::SelfMem
+                    })
+                    .build()
+                    .unwrap()
+            };
+            // With direct I/O the backing file uses no page cache: the
+            // budget is the limit less room for the program itself.
+            // Buffered, the cgroup also charges the file's page cache.
+            let mut pager = build(budget - HEADROOM);
+            if !pager.direct_io() {
+                drop(pager);
+                pager = build(budget / 8 * 7);
+            }
             let region = pager.alloc(size).unwrap();
             let p = region.as_mut_ptr();
+            stats_of = Some(pager.clone());
             keep = Some(Box::new((pager, region)) as Box<dyn std::any::Any>);
             p
         }
@@ -349,6 +395,12 @@ fn child(args: &[String]) {
         unsafe { w.add(i).write(f(i)) };
     }
     let seq_write = size as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let report = |phase: &str| {
+        if let Some(p) = &stats_of {
+            eprintln!("  after {phase}: {:?}", p.stats());
+        }
+    };
+    report("seq write");
     let t = Instant::now();
     let mut bad = 0usize;
     for i in 0..words {
@@ -360,6 +412,7 @@ fn child(args: &[String]) {
         }
     }
     let seq_rmw = size as f64 / t.elapsed().as_secs_f64() / 1e6;
+    report("seq rmw");
     let mut bumps: HashMap<usize, u64> = HashMap::new();
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let t = Instant::now();
@@ -385,6 +438,7 @@ fn child(args: &[String]) {
         *extra += 1;
     }
     let random = done as f64 / t.elapsed().as_secs_f64();
+    report("random");
     assert_eq!(bad, 0, "{mode}: {bad} words differ");
     println!("RESULT {seq_write:.1} {seq_rmw:.1} {random:.0}");
     drop(keep);
