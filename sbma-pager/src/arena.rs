@@ -49,6 +49,8 @@ pub(crate) use workers::Workers;
 
 /// The most a read-ahead loads in one I/O.
 pub const READAHEAD_BYTES: usize = 512 << 10;
+/// The most pages [`Arena::clear`] releases with one set of syscalls.
+const CLEAR_RUN: usize = 1024;
 /// The most the prefetcher reads in one I/O (see `workers`).
 pub const PREFETCH_BYTES: usize = 2 << 20;
 /// Staging buffers per arena (each `PREFETCH_BYTES`, or one page if
@@ -754,19 +756,37 @@ impl Arena {
 
     /// Discards the contents of `range` (zeros next time, never written
     /// back, memory and disk released).
+    ///
+    /// Consecutive pages are claimed (put in a `Clear` op) up to
+    /// [`CLEAR_RUN`] at a time and released together: the union of their
+    /// actions runs once over the whole run (one `mprotect`, `madvise` and
+    /// `fallocate`, not one per page; revoking and discarding pages that
+    /// were already evicted is harmless, and every page of the run is ours
+    /// while it happens). No page is held while waiting for another. Every
+    /// page is cleared even if releasing one run fails; the first error is
+    /// returned.
     pub(crate) fn clear(&self, range: PageRange, force_unpin: bool) -> Result<(), Error> {
+        let mut held: Option<Cleared> = None;
+        let mut result = Ok(());
         for p in range.iter() {
             loop {
                 let s = self.table.state(p);
                 match transition(s, Event::Clear) {
                     Outcome::Done => break,
-                    Outcome::Busy => self.wait_while_busy(p),
+                    Outcome::Busy => {
+                        self.release_cleared(&mut held, &mut result);
+                        self.wait_while_busy(p);
+                    }
                     Outcome::Pinned if force_unpin => {
+                        self.release_cleared(&mut held, &mut result);
                         while self.table.state(p).is_pinned() {
                             self.table.apply(p, Event::Unpin);
                         }
                     }
-                    Outcome::Pinned => return Err(Error::Pinned),
+                    Outcome::Pinned => {
+                        self.release_cleared(&mut held, &mut result);
+                        return result.and(Err(Error::Pinned));
+                    }
                     Outcome::Illegal => unreachable!("clear refused in {s:?}"),
                     Outcome::Apply(t) => {
                         if self.table.commit(p, &t).is_err() {
@@ -775,18 +795,56 @@ impl Arena {
                         if s.is_resident() {
                             self.policy.lock().forget(p);
                         }
-                        let r = self.run(PageRange::single(p), t.actions);
-                        self.end_op(p, Event::DropComplete);
-                        r.map_err(|e| Error::Io {
-                            op: "releasing a cleared page",
-                            source: e.errno,
-                        })?;
+                        let charged = usize::from(t.actions.contains(Actions::UNCHARGE));
+                        match &mut held {
+                            Some(c)
+                                if c.run.start.0 + c.run.count.0 == p.0
+                                    && c.run.count.0 < CLEAR_RUN =>
+                            {
+                                c.run.count.0 += 1;
+                                c.actions = c.actions.with(t.actions);
+                                c.charged += charged;
+                            }
+                            _ => {
+                                self.release_cleared(&mut held, &mut result);
+                                held = Some(Cleared {
+                                    run: PageRange::single(p),
+                                    actions: t.actions,
+                                    charged,
+                                });
+                            }
+                        }
                         break;
                     }
                 }
             }
         }
-        Ok(())
+        self.release_cleared(&mut held, &mut result);
+        result
+    }
+
+    /// Runs the actions of a run of pages in a `Clear` op and ends it.
+    fn release_cleared(&self, held: &mut Option<Cleared>, result: &mut Result<(), Error>) {
+        let Some(Cleared {
+            run,
+            actions,
+            charged,
+        }) = held.take()
+        else {
+            return;
+        };
+        // Uncharge only the pages that were charged, not the whole run.
+        let r = run_actions(self, run, actions.without(Actions::UNCHARGE), &mut |_| {});
+        self.budget.uncharge(charged << self.page.shift());
+        for p in run.iter() {
+            self.end_op(p, Event::DropComplete);
+        }
+        if let (Err(e), Ok(())) = (r, &result) {
+            *result = Err(Error::Io {
+                op: "releasing cleared pages",
+                source: e.errno,
+            });
+        }
     }
 
     /// Pins (`true`) or unpins every page of `range`.
@@ -840,6 +898,15 @@ impl Drop for Arena {
         // can be using it.
         let _ = unsafe { sys::unmap(self.base, self.len) };
     }
+}
+
+/// Consecutive pages in a `Clear` op, released together.
+struct Cleared {
+    run: PageRange,
+    /// The union of their actions.
+    actions: Actions,
+    /// How many of them were charged.
+    charged: usize,
 }
 
 /// A backend failure, remembering which kind of step failed.

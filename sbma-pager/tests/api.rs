@@ -185,6 +185,62 @@ fn clear_zeroes_whole_pages_only_and_is_never_written_back() {
 }
 
 #[test]
+fn clear_over_mixed_states_releases_exactly_what_was_held() {
+    // 48 pages: resident dirty, resident clean, evicted and never-touched
+    // pages interleaved, so one clear meets every state in runs and
+    // alone. Cleared pages read zeros, neighbours keep their bytes, the
+    // budget gets back exactly the resident pages, nothing is written.
+    let pager = pager(64);
+    let r = pager.alloc(48 * PAGE).unwrap();
+    let p = r.as_mut_ptr();
+    for page in 0..48 {
+        if page % 7 == 6 {
+            continue; // never touched
+        }
+        fill(p.wrapping_add(page * PAGE), PAGE, page as u8);
+    }
+    for page in (0..48).filter(|pg| pg % 5 == 0) {
+        pager.evict(p.wrapping_add(page * PAGE), PAGE).unwrap();
+    }
+    for page in (0..48).filter(|pg| pg % 5 == 1) {
+        // Evicted, then read back: clean and resident.
+        pager.evict(p.wrapping_add(page * PAGE), PAGE).unwrap();
+        pager
+            .touch(p.wrapping_add(page * PAGE), PAGE, Access::Read)
+            .unwrap();
+    }
+    let cleared = 8..40;
+    let resident_inside = cleared
+        .clone()
+        .filter(|pg| pg % 7 != 6 && pg % 5 != 0)
+        .count();
+    let before = pager.stats();
+    pager
+        .clear(p.wrapping_add(cleared.start * PAGE), cleared.len() * PAGE)
+        .unwrap();
+    let after = pager.stats();
+    assert_eq!(
+        before.resident - after.resident,
+        (resident_inside * PAGE) as u64,
+        "{before:?} {after:?}"
+    );
+    pager.check_invariants().unwrap();
+    for page in 0..48 {
+        let q = p.wrapping_add(page * PAGE);
+        if cleared.contains(&page) || page % 7 == 6 {
+            // SAFETY: inside the region.
+            let nonzero = (0..PAGE)
+                .filter(|&i| unsafe { q.add(i).read() } != 0)
+                .count();
+            assert_eq!(nonzero, 0, "page {page} should read zeros");
+        } else {
+            assert_eq!(check(q, PAGE, page as u8), 0, "page {page} changed");
+        }
+    }
+    assert_eq!(pager.stats().pages_written, after.pages_written);
+}
+
+#[test]
 fn touch_evict_and_invalid_ranges() {
     let pager = pager(8);
     let r = pager.alloc(8 * PAGE).unwrap();
