@@ -200,7 +200,9 @@ pub fn run(o: Options) -> Result<(), String> {
             .max_size(len.max(o.budget))
             .build()
             .map_err(|e| e.to_string())?;
-        println!("backend: signal (mprotect + SIGSEGV), backing file in $TMPDIR or /tmp");
+        println!(
+            "backend: signal (mprotect + SIGSEGV), backing file in $TMPDIR or /tmp, background writer and prefetchers"
+        );
         let mut m = Real {
             region: pager.alloc(len).map_err(|e| e.to_string())?,
         };
@@ -221,6 +223,16 @@ pub fn run(o: Options) -> Result<(), String> {
             s.write_ns as f64 / 1e9,
             s.write_runs,
             s.pages_evicted
+        );
+        println!(
+            "  background: {} pages evicted ahead by the writer, {} prefetched; store {}",
+            s.pages_evicted_ahead,
+            s.pages_prefetched,
+            if pager.direct_io() {
+                "O_DIRECT"
+            } else {
+                "buffered (O_DIRECT refused)"
+            }
         );
         finish(peak, s.budget as usize, s.peak_resident as usize, len)
     }
