@@ -42,9 +42,17 @@ fn demo_verifies_every_byte_out_of_core() {
             };
             assert!(out.contains(backend), "{out}");
             assert!(out.contains("(0 mismatches)"), "{out}");
+            // The background writer keeps some of the budget free, so the
+            // peak may stay a little below it; it must never exceed it.
+            let held: f64 = out
+                .split("peak memory held ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no peak in:\n{out}"));
             assert!(
-                out.contains("peak memory held 2.0 MiB"),
-                "{policy}: memory above budget?\n{out}"
+                held > 1.0 && held <= 2.0,
+                "{policy}: peak memory held {held} MiB for a 2 MiB budget\n{out}"
             );
         }
     }
