@@ -124,8 +124,6 @@ pub(crate) struct ArenaConfig {
     pub policy: AnyPolicy,
     pub budget: Arc<dyn Budget + Send + Sync>,
     pub store: OwnedFd,
-    /// Whether `store` is in `O_DIRECT` mode.
-    pub direct: bool,
     pub fill: FillMethod,
     pub reclaim_batch: usize,
 }
@@ -143,7 +141,6 @@ pub struct Arena {
     table: sbma_core::PageTable,
     allocated: Box<[AtomicU64]>,
     store: OwnedFd,
-    direct: bool,
     filler: Filler,
     budget: Arc<dyn Budget + Send + Sync>,
     policy: spin::Mutex<AnyPolicy>,
@@ -208,7 +205,6 @@ impl Arena {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             store: cfg.store,
-            direct: cfg.direct,
             filler,
             budget: cfg.budget,
             policy: spin::Mutex::new(cfg.policy),
@@ -251,7 +247,7 @@ impl Arena {
 
     /// Whether the backing file bypasses the page cache (`O_DIRECT`).
     pub fn direct_io(&self) -> bool {
-        self.direct
+        sys::is_direct(self.store.as_fd())
     }
 
     /// The page table.
@@ -606,13 +602,9 @@ impl Arena {
                 .pages_for(short.deficit())
                 .map_or(usize::MAX, PageCount::get);
             let want = PageCount(want.max(self.reclaim_batch));
-            victims.clear();
-            {
-                let table = &self.table;
-                let mut policy = self.policy.lock();
-                policy.select(want, &mut |p| table.state(p).is_evictable(), &mut victims);
-            }
-            let freed = self.evict_pages(&mut victims).map_err(FaultError::Write)?;
+            let freed = self
+                .evict_selected(&mut victims, want)
+                .map_err(FaultError::Write)?;
             drop(victims);
             if freed == 0 {
                 // Nothing could be evicted. Pages other threads are loading
@@ -625,6 +617,22 @@ impl Arena {
                 sys::yield_now();
             }
         }
+    }
+
+    /// Asks the policy for `want` evictable victims (into `victims`, the
+    /// reclaim lock's buffer) and evicts them; returns the pages dropped.
+    fn evict_selected(
+        &self,
+        victims: &mut Vec<PageIndex>,
+        want: PageCount,
+    ) -> Result<usize, Errno> {
+        victims.clear();
+        {
+            let table = &self.table;
+            let mut policy = self.policy.lock();
+            policy.select(want, &mut |p| table.state(p).is_evictable(), victims);
+        }
+        self.evict_pages(victims)
     }
 
     fn any_busy(&self) -> bool {

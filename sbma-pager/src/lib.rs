@@ -262,7 +262,10 @@ impl PagerBuilder {
             dir: dir.clone(),
             source,
         })?;
-        let direct = self.direct_io && sys::set_direct(rustix::fd::AsFd::as_fd(&store));
+        if self.direct_io {
+            // Refused by some filesystems (tmpfs): buffered I/O then.
+            sys::set_direct(rustix::fd::AsFd::as_fd(&store));
+        }
         let budget_pages = self.budget >> page.shift();
         let arena = Arc::new(Arena::new(ArenaConfig {
             page,
@@ -270,7 +273,6 @@ impl PagerBuilder {
             policy: self.policy.build(pages),
             budget: Arc::new(LocalBudget::new(self.budget)),
             store,
-            direct,
             fill: self.fill.unwrap_or_else(default_fill),
             reclaim_batch: self
                 .reclaim_batch

@@ -239,19 +239,23 @@ pub fn open_unlinked_file(dir: &std::path::Path) -> Result<OwnedFd, Errno> {
     }
 }
 
-/// Switches `fd` to direct I/O (`fcntl(F_SETFL, O_DIRECT)`): reads and
-/// writes then bypass the page cache, so the backing file costs no memory
-/// beyond the budget (and none in the caller's memory cgroup). Returns
-/// whether the filesystem accepted it (tmpfs and some others refuse with
-/// `EINVAL`). Every transfer the arena makes is page-aligned in memory and
-/// in the file, which is all `O_DIRECT` asks.
-pub fn set_direct(fd: BorrowedFd<'_>) -> bool {
+/// Switches `fd` to direct I/O (`fcntl(F_SETFL, O_DIRECT)`) if the
+/// filesystem accepts it (tmpfs and some others refuse with `EINVAL`; the
+/// file then stays buffered, see [`is_direct`]). Reads and writes then
+/// bypass the page cache, so the backing file costs no memory beyond the
+/// budget (and none in the caller's memory cgroup). Every transfer the
+/// arena makes is page-aligned in memory and in the file, which is all
+/// `O_DIRECT` asks.
+pub fn set_direct(fd: BorrowedFd<'_>) {
     use rustix::fs::OFlags;
-    let Ok(flags) = rustix::fs::fcntl_getfl(fd) else {
-        return false;
-    };
-    rustix::fs::fcntl_setfl(fd, flags | OFlags::DIRECT).is_ok()
-        && rustix::fs::fcntl_getfl(fd).is_ok_and(|f| f.contains(OFlags::DIRECT))
+    if let Ok(flags) = rustix::fs::fcntl_getfl(fd) {
+        let _ = rustix::fs::fcntl_setfl(fd, flags | OFlags::DIRECT);
+    }
+}
+
+/// Whether `fd` is in direct-I/O mode (`fcntl(F_GETFL)`).
+pub fn is_direct(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fcntl_getfl(fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::DIRECT))
 }
 
 /// Opens `/proc/self/mem` for writing, to fill pages that stay

@@ -36,7 +36,7 @@ use crate::bell::Doorbell;
 use crate::stats::Counters;
 use crate::sys;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use sbma_core::{EvictionPolicy, PageCount, PageIndex, PageRange};
+use sbma_core::{PageCount, PageIndex, PageRange};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -208,7 +208,12 @@ impl Workers {
 impl Arena {
     /// Pages of the budget not charged.
     fn free_pages(&self) -> usize {
-        self.budget.limit().saturating_sub(self.budget.resident()) >> self.page.shift()
+        self.free_pages_at(self.budget.resident())
+    }
+
+    /// Pages of the budget not charged when `resident` bytes are.
+    fn free_pages_at(&self, resident: usize) -> usize {
+        self.budget.limit().saturating_sub(resident) >> self.page.shift()
     }
 
     /// Called after a charge: records the peak and rings the writer if
@@ -219,8 +224,7 @@ impl Arena {
             .peak_resident
             .fetch_max(resident as u64, Ordering::Relaxed);
         let bg = &self.background;
-        let free = self.budget.limit().saturating_sub(resident) >> self.page.shift();
-        if bg.on() && free < bg.reserve {
+        if bg.on() && self.free_pages_at(resident) < bg.reserve {
             bg.writer.ring();
         }
     }
@@ -249,17 +253,7 @@ impl Arena {
         if free >= target {
             return Ok(0);
         }
-        victims.clear();
-        {
-            let table = &self.table;
-            let mut policy = self.policy.lock();
-            policy.select(
-                PageCount((target - free).min(bg.batch)),
-                &mut |p| table.state(p).is_evictable(),
-                &mut victims,
-            );
-        }
-        let n = self.evict_pages(&mut victims)?;
+        let n = self.evict_selected(&mut victims, PageCount((target - free).min(bg.batch)))?;
         Counters::add(&self.counters.pages_evicted_ahead, n as u64);
         Ok(n)
     }
