@@ -13,11 +13,16 @@ use std::os::fd::AsRawFd;
 
 const PAGE: usize = 16 << 10;
 
+/// A pager without the background writer and prefetchers: these tests count
+/// exact evictions, loads and residency, and a writer evicting ahead of need
+/// would make those counts depend on timing. `background.rs` and
+/// `integrity.rs` cover the background threads.
 fn pager(budget_pages: usize) -> Pager {
     Pager::builder()
         .budget(budget_pages * PAGE)
         .page_size(PAGE)
         .max_size(1 << 30)
+        .background_io(false)
         .build()
         .unwrap()
 }
