@@ -46,6 +46,7 @@ use std::sync::Arc;
 
 mod workers;
 pub(crate) use workers::Workers;
+pub use workers::is_pager_thread;
 
 /// The most a read-ahead loads in one I/O.
 pub const READAHEAD_BYTES: usize = 512 << 10;

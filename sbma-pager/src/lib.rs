@@ -61,7 +61,7 @@ mod stats;
 mod streams;
 mod sys;
 
-pub use arena::{Access, FillMethod};
+pub use arena::{Access, FillMethod, is_pager_thread};
 pub use error::Error;
 pub use sbma_core;
 pub use sbma_core::PolicyKind;
@@ -386,6 +386,12 @@ impl Pager {
     /// filesystem).
     pub fn direct_io(&self) -> bool {
         self.arena().direct_io()
+    }
+
+    /// The bytes of address space the arena reserves (the most all regions
+    /// together can hold).
+    pub fn max_size(&self) -> usize {
+        self.arena().table().len().get() << self.arena().page_size().shift()
     }
 
     /// Allocates a region of `len` bytes (rounded up to whole pages),

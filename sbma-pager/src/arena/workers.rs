@@ -153,6 +153,23 @@ impl Background {
     }
 }
 
+std::thread_local! {
+    /// Set on the pager's own threads (no destructor: `const`, `Copy`).
+    static PAGER_THREAD: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+fn mark_pager_thread() {
+    PAGER_THREAD.with(|t| t.set(true));
+}
+
+/// Whether the calling thread is one of a pager's background threads (the
+/// writer or a prefetcher). An allocator serving memory from a pager must
+/// not hand such a thread managed memory: the writer would fault on it
+/// while holding the lock every fault needs.
+pub fn is_pager_thread() -> bool {
+    PAGER_THREAD.with(|t| t.get())
+}
+
 /// The running background threads of one arena.
 pub(crate) struct Workers {
     threads: Vec<JoinHandle<()>>,
@@ -167,7 +184,10 @@ impl Workers {
             let a = arena.clone();
             if let Ok(t) = std::thread::Builder::new()
                 .name("sbma-writer".into())
-                .spawn(move || a.writer_loop())
+                .spawn(move || {
+                    mark_pager_thread();
+                    a.writer_loop()
+                })
             {
                 threads.push(t);
             }
@@ -176,7 +196,10 @@ impl Workers {
             let a = arena.clone();
             if let Ok(t) = std::thread::Builder::new()
                 .name("sbma-prefetch".into())
-                .spawn(move || a.prefetch_loop())
+                .spawn(move || {
+                    mark_pager_thread();
+                    a.prefetch_loop()
+                })
             {
                 threads.push(t);
                 // Requests are posted only once a prefetcher runs.

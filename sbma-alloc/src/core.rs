@@ -1,0 +1,575 @@
+//! One allocator instance: the pager region it carves, span metadata, the
+//! run allocator, the heap pool, and the malloc-family operations.
+//!
+//! The whole pager arena is taken as one [`Region`] when the instance
+//! starts; the allocator then never calls the pager on its fast paths. The
+//! pager is called only to *clear* runs (decay of freed memory, large
+//! `calloc`), always outside the allocator's locks.
+//!
+//! # Threads and re-entrancy
+//! A thread finds its heap through a `const`, destructor-free thread-local
+//! `(instance id, heap)` pair, refreshed from a pthread key (whose
+//! destructor abandons the heap when the thread exits). Rust thread-locals
+//! with destructors are never used: registering one allocates, which would
+//! re-enter the allocator.
+//!
+//! A thread gets no heap (and allocations fall back to glibc's allocator)
+//! while it is inside the allocator's own start-up or pager calls (`BUSY`)
+//! and on the pager's background threads: the writer must never fault on
+//! managed memory while it holds the lock every fault needs.
+//!
+//! # Safety
+//! Heaps are referenced by raw pointer (thread-local, pthread key, span
+//! owner); they live in a mapping owned by the core.
+#![allow(unsafe_code, reason = "heap pointers, pthread keys and raw memory")]
+
+use crate::classes::{ClassTable, MIN_ALIGN};
+use crate::heap::{Heap, format_span};
+use crate::runs::{Run, Runs};
+use crate::span::{NONE, SpanTable, kind};
+use crate::sys::{Mapping, fatal};
+use core::cell::Cell;
+use core::sync::atomic::AtomicUsize;
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use sbma_pager::{Pager, Region};
+use std::sync::Mutex;
+
+/// Heaps one instance can have at once (threads beyond get glibc's
+/// allocator).
+pub(crate) const MAX_HEAPS: usize = 4096;
+
+std::thread_local! {
+    /// The heap this thread used last: `(instance id, heap)`.
+    static CURRENT: Cell<(u64, *const Heap)> = const { Cell::new((0, core::ptr::null())) };
+    /// Inside the allocator's start-up or a pager call.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the thread busy (allocations fall back) until dropped.
+pub(crate) struct Busy(bool);
+
+impl Busy {
+    pub fn enter() -> Busy {
+        Busy(BUSY.with(|b| b.replace(true)))
+    }
+
+    pub fn active() -> bool {
+        BUSY.with(Cell::get)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.with(|b| b.set(self.0));
+    }
+}
+
+/// Unused and abandoned heap slots.
+#[derive(Debug)]
+struct Pool {
+    unused: usize,
+    abandoned: u32,
+}
+
+/// Counters kept by the core (the per-class ones are in the heaps).
+#[derive(Debug, Default)]
+pub(crate) struct CoreCounters {
+    pub small_spans: AtomicUsize,
+    pub large_objects: AtomicUsize,
+    pub large_bytes: AtomicUsize,
+    pub cleared_bytes: AtomicUsize,
+}
+
+/// An allocator instance.
+pub(crate) struct Core {
+    pub id: u64,
+    pub spans: SpanTable,
+    pub classes: ClassTable,
+    pub counters: CoreCounters,
+    runs: Mutex<Runs>,
+    heaps: Mapping,
+    pool: Mutex<Pool>,
+    key: libc::pthread_key_t,
+    page: usize,
+    // Dropped last: the region, then the pager.
+    #[expect(dead_code, reason = "held: every span is in it, freed on drop")]
+    region: Region,
+    pub pager: Pager,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn next_id() -> u64 {
+    static NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Relaxed)
+}
+
+impl Core {
+    /// Takes the whole arena of `pager` and sets up the metadata. Call with
+    /// [`Busy`] entered (the pager and this function allocate).
+    pub fn new(pager: Pager, classes: ClassTable, decay: usize) -> Result<Core, crate::Error> {
+        debug_assert!(Busy::active());
+        let page = pager.page_size();
+        let span = page.max(64 << 10);
+        let shift = span.trailing_zeros();
+        let arena = pager.max_size();
+        let region = pager.alloc(arena).map_err(crate::Error::Pager)?;
+        let base = region.as_mut_ptr() as usize;
+        let count = (region.len() >> shift).min(NONE as usize - 1);
+        let map_err = |e| crate::Error::Metadata(e);
+        let spans = SpanTable::new(base, count, shift).map_err(map_err)?;
+        let heaps = Mapping::new(MAX_HEAPS * size_of::<Heap>()).map_err(map_err)?;
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: creating a key with our destructor; it is deleted on drop.
+        if unsafe { libc::pthread_key_create(&mut key, Some(heap_exit)) } != 0 {
+            return Err(crate::Error::TooManyThreadKeys);
+        }
+        Ok(Core {
+            id: next_id(),
+            spans,
+            classes,
+            counters: CoreCounters::default(),
+            runs: Mutex::new(Runs::new(decay >> shift)),
+            heaps,
+            pool: Mutex::new(Pool {
+                unused: 0,
+                abandoned: NONE,
+            }),
+            key,
+            page,
+            region,
+            pager,
+        })
+    }
+
+    /// The span size.
+    pub fn span_bytes(&self) -> usize {
+        1 << self.spans.shift
+    }
+
+    // ---------------------------------------------------------------
+    // Heaps
+    // ---------------------------------------------------------------
+
+    fn heap_at(&self, i: usize) -> &Heap {
+        assert!(i < MAX_HEAPS);
+        // SAFETY: in bounds of the heap mapping, which lives as long as
+        // `self`; slots are initialized (`Heap::init`) before being handed
+        // out, and zero bytes are a valid Heap (atomics) before that.
+        unsafe { &*self.heaps.ptr().cast::<Heap>().add(i) }
+    }
+
+    fn heap_index(&self, h: &Heap) -> u32 {
+        ((h as *const Heap as usize - self.heaps.ptr() as usize) / size_of::<Heap>()) as u32
+    }
+
+    /// The calling thread's heap, if it may have one.
+    #[inline]
+    pub fn heap(&self) -> Option<&Heap> {
+        let (id, h) = CURRENT.with(Cell::get);
+        if id == self.id {
+            // SAFETY: set below from a heap of this core, which is alive.
+            return Some(unsafe { &*h });
+        }
+        self.heap_slow()
+    }
+
+    /// The calling thread's heap if it already has one (no creation).
+    #[inline]
+    pub fn heap_if_any(&self) -> Option<&Heap> {
+        let (id, h) = CURRENT.with(Cell::get);
+        // SAFETY: as in `heap`.
+        (id == self.id).then(|| unsafe { &*h })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn heap_slow(&self) -> Option<&Heap> {
+        if Busy::active() || sbma_pager::is_pager_thread() {
+            return None;
+        }
+        // SAFETY: reading our own key.
+        let h = unsafe { libc::pthread_getspecific(self.key) }.cast::<Heap>();
+        if !h.is_null() {
+            CURRENT.with(|c| c.set((self.id, h)));
+            // SAFETY: the key holds heaps of this core only.
+            return Some(unsafe { &*h });
+        }
+        let h = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.abandoned != NONE {
+                let h = self.heap_at(pool.abandoned as usize);
+                pool.abandoned = h.next.load(Relaxed);
+                h
+            } else if pool.unused < MAX_HEAPS {
+                pool.unused += 1;
+                let h = self.heap_at(pool.unused - 1);
+                h.init(self);
+                h
+            } else {
+                return None;
+            }
+        };
+        let _busy = Busy::enter();
+        // SAFETY: our key; glibc may allocate here (keys past 32), which
+        // `Busy` sends to the fallback.
+        unsafe { libc::pthread_setspecific(self.key, (h as *const Heap).cast()) };
+        CURRENT.with(|c| c.set((self.id, h)));
+        Some(h)
+    }
+
+    /// Abandons `h` (its thread is exiting) and returns it to the pool.
+    fn abandon(&self, h: &Heap) {
+        CURRENT.with(|c| {
+            if core::ptr::eq(c.get().1, h) {
+                c.set((0, core::ptr::null()));
+            }
+        });
+        let _busy = Busy::enter();
+        h.abandon(self);
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        h.next.store(pool.abandoned, Relaxed);
+        pool.abandoned = self.heap_index(h);
+    }
+
+    /// Collects the frees made into abandoned heaps (whose threads exited)
+    /// and gives back the spans they emptied. Abandoned heaps have no owner
+    /// thread: whoever holds the pool lock acts as their owner.
+    pub fn collect_abandoned(&self) {
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let _busy = Busy::enter();
+        let mut i = pool.abandoned;
+        while i != NONE {
+            let h = self.heap_at(i as usize);
+            h.collect(self);
+            i = h.next.load(Relaxed);
+        }
+    }
+
+    /// Heaps ever created (for statistics).
+    pub fn heaps_created(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).unused
+    }
+
+    /// Heap slot `i` (for statistics).
+    pub fn heap_slot(&self, i: usize) -> &Heap {
+        self.heap_at(i)
+    }
+
+    // ---------------------------------------------------------------
+    // Spans
+    // ---------------------------------------------------------------
+
+    /// A fresh span for blocks of `class`, owned by `heap`.
+    pub fn new_small_span(&self, heap: &Heap, class: usize) -> Option<usize> {
+        // Before growing, reclaim what exited threads' heaps got back.
+        self.collect_abandoned();
+        let run = self
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alloc(&self.spans, 1, 1)?;
+        format_span(
+            &self.spans,
+            run.start,
+            heap,
+            class,
+            self.classes.size_of(class),
+        );
+        self.spans.set_kinds(run.start, 1, kind::SMALL, kind::SMALL);
+        self.counters.small_spans.fetch_add(1, Relaxed);
+        Some(run.start)
+    }
+
+    /// Gives back a small span whose blocks are all free.
+    pub fn release_small_span(&self, s: usize) {
+        self.counters.small_spans.fetch_sub(1, Relaxed);
+        self.spans
+            .meta(s)
+            .owner
+            .store(core::ptr::null_mut(), Relaxed);
+        self.give_back(Run {
+            start: s,
+            len: 1,
+            dirty: true,
+        });
+    }
+
+    /// Returns a run to the run allocator, clearing it through the pager
+    /// if dirty memory exceeds the cap.
+    fn give_back(&self, run: Run) {
+        let clear =
+            self.runs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .free(&self.spans, run, true);
+        if let Some(r) = clear {
+            let ok = self.clear(r.start, r.len);
+            self.runs.lock().unwrap_or_else(|e| e.into_inner()).free(
+                &self.spans,
+                Run { dirty: !ok, ..r },
+                false,
+            );
+        }
+    }
+
+    /// Discards the contents of spans `[start, start + n)` through the
+    /// pager (they read as zeros next, memory and disk are released).
+    fn clear(&self, start: usize, n: usize) -> bool {
+        let _busy = Busy::enter();
+        let bytes = n << self.spans.shift;
+        let ok = self
+            .pager
+            .clear(self.spans.addr(start) as *const u8, bytes)
+            .is_ok();
+        if ok {
+            self.counters.cleared_bytes.fetch_add(bytes, Relaxed);
+        }
+        ok
+    }
+
+    /// Spans ever used, free, free and dirty.
+    pub fn run_census(&self) -> (usize, usize, usize) {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner()).census()
+    }
+
+    // ---------------------------------------------------------------
+    // Small and large objects
+    // ---------------------------------------------------------------
+
+    /// `size` bytes aligned to `align` (a power of two), or null. The
+    /// second value says whether the memory may hold stale data (false:
+    /// it reads as zeros).
+    #[inline]
+    pub fn alloc(&self, size: usize, align: usize) -> (*mut u8, bool) {
+        if size <= self.classes.max_size() && align <= MIN_ALIGN {
+            let Some(heap) = self.heap() else {
+                return (crate::sys::fallback::alloc(size, align), true);
+            };
+            return (heap.alloc(self, self.classes.class_of(size)), true);
+        }
+        self.alloc_other(size, align)
+    }
+
+    #[cold]
+    fn alloc_other(&self, size: usize, align: usize) -> (*mut u8, bool) {
+        if size <= self.classes.max_size() && align <= self.classes.max_size() {
+            // The smallest class at least as large whose blocks (placed at
+            // multiples of their size from an aligned span) are aligned.
+            let mut c = self.classes.class_of(size.max(align));
+            while c < self.classes.count() && self.classes.size_of(c) % align != 0 {
+                c += 1;
+            }
+            if c < self.classes.count() {
+                let Some(heap) = self.heap() else {
+                    return (crate::sys::fallback::alloc(size, align), true);
+                };
+                return (heap.alloc(self, c), true);
+            }
+        }
+        self.alloc_large(size, align)
+    }
+
+    fn alloc_large(&self, size: usize, align: usize) -> (*mut u8, bool) {
+        let shift = self.spans.shift;
+        let Some(n) = size
+            .checked_add((1 << shift) - 1)
+            .map(|s| (s >> shift).max(1))
+        else {
+            return (core::ptr::null_mut(), false);
+        };
+        let a = (align >> shift).max(1);
+        let Some(run) =
+            self.runs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .alloc(&self.spans, n, a)
+        else {
+            return (core::ptr::null_mut(), false);
+        };
+        let m = self.spans.meta(run.start);
+        m.len.store(n, Relaxed);
+        m.size.store(size, Relaxed);
+        self.spans
+            .set_kinds(run.start, n, kind::LARGE, kind::LARGE_BODY);
+        self.counters.large_objects.fetch_add(1, Relaxed);
+        self.counters.large_bytes.fetch_add(n << shift, Relaxed);
+        (self.spans.addr(run.start) as *mut u8, run.dirty)
+    }
+
+    /// Zeros `len` bytes at `p` just allocated: by the pager for large
+    /// dirty runs (no memset, memory released), else with a memset.
+    pub fn zero(&self, p: *mut u8, len: usize) {
+        let s = self.spans.index_of(p as usize);
+        if let Some(s) = s.filter(|_| len >= 1 << 20) {
+            if self.spans.kind(s).load(Relaxed) == kind::LARGE
+                && self.clear(s, self.spans.meta(s).len.load(Relaxed))
+            {
+                return;
+            }
+        }
+        // SAFETY: the caller just allocated `len` bytes at `p`.
+        unsafe { core::ptr::write_bytes(p, 0, len) };
+    }
+
+    /// Frees `p` (not null). Pointers outside the arena go to glibc's
+    /// allocator (the fallback, or memory from before the allocator).
+    #[inline]
+    pub fn free(&self, p: *mut u8) {
+        let addr = p as usize;
+        let Some(s) = self.spans.index_of(addr) else {
+            // SAFETY: not ours: the fallback's (glibc's) by the contract of
+            // `free`.
+            unsafe { crate::sys::fallback::free(p) };
+            return;
+        };
+        match self.spans.kind(s).load(Acquire) {
+            kind::SMALL => {
+                let m = self.spans.meta(s);
+                let index = self.block_of(s, addr);
+                match self.heap_if_any() {
+                    Some(h) if core::ptr::eq(m.owner.load(Relaxed), h) => {
+                        h.free_local(self, s, m, index, addr)
+                    }
+                    _ => Heap::free_remote(&self.spans, s, m, index, addr),
+                }
+            }
+            kind::LARGE => self.free_large(s, addr),
+            kind::LARGE_BODY => fatal("free(): invalid pointer", addr),
+            _ => fatal("free(): double free or pointer to free memory", addr),
+        }
+    }
+
+    /// The index of the block at `addr` in small span `s`; aborts if `addr`
+    /// is not the start of a block.
+    #[inline]
+    fn block_of(&self, s: usize, addr: usize) -> usize {
+        let m = self.spans.meta(s);
+        let off = addr - self.spans.addr(s);
+        let class = m.class.load(Relaxed) as usize;
+        let index = self.classes.block_index(class, off);
+        if index * m.block.load(Relaxed) as usize != off
+            || index >= m.capacity.load(Relaxed) as usize
+        {
+            fatal("free(): invalid pointer", addr);
+        }
+        index
+    }
+
+    fn free_large(&self, s: usize, addr: usize) {
+        if addr != self.spans.addr(s)
+            || self
+                .spans
+                .kind(s)
+                .compare_exchange(kind::LARGE, kind::CLEARING, AcqRel, Relaxed)
+                .is_err()
+        {
+            fatal("free(): double free or pointer to free memory", addr);
+        }
+        let len = self.spans.meta(s).len.load(Relaxed);
+        self.counters.large_objects.fetch_sub(1, Relaxed);
+        self.counters
+            .large_bytes
+            .fetch_sub(len << self.spans.shift, Relaxed);
+        self.give_back(Run {
+            start: s,
+            len,
+            dirty: true,
+        });
+    }
+
+    /// Bytes usable at `p` (a live allocation), or `None` if `p` is not in
+    /// the arena.
+    pub fn usable_size(&self, p: *const u8) -> Option<usize> {
+        let addr = p as usize;
+        let s = self.spans.index_of(addr)?;
+        Some(match self.spans.kind(s).load(Acquire) {
+            kind::SMALL => {
+                self.block_of(s, addr);
+                self.spans.meta(s).block.load(Relaxed) as usize
+            }
+            kind::LARGE if addr == self.spans.addr(s) => self.large_usable(s),
+            _ => fatal("malloc_usable_size(): invalid pointer", addr),
+        })
+    }
+
+    /// A large object's usable bytes: what was asked for, up to whole SBMA
+    /// pages (the rest of its last span is never touched).
+    fn large_usable(&self, s: usize) -> usize {
+        let m = self.spans.meta(s);
+        m.size
+            .load(Relaxed)
+            .next_multiple_of(self.page)
+            .min(m.len.load(Relaxed) << self.spans.shift)
+    }
+
+    /// Resizes the large object at span `s` in place to `size` bytes if
+    /// its spans allow (shrinking always does; growing takes the free
+    /// spans after it).
+    pub fn resize_large_in_place(&self, s: usize, size: usize) -> bool {
+        let shift = self.spans.shift;
+        let m = self.spans.meta(s);
+        let len = m.len.load(Relaxed);
+        let want = (size.div_ceil(1 << shift)).max(1);
+        if want > len {
+            let taken = self.runs.lock().unwrap_or_else(|e| e.into_inner()).take_at(
+                &self.spans,
+                s + len,
+                want - len,
+            );
+            if taken.is_none() {
+                return false;
+            }
+            self.spans
+                .set_kinds(s + len, want - len, kind::LARGE_BODY, kind::LARGE_BODY);
+            self.counters
+                .large_bytes
+                .fetch_add((want - len) << shift, Relaxed);
+        } else if want < len {
+            self.counters
+                .large_bytes
+                .fetch_sub((len - want) << shift, Relaxed);
+            self.spans
+                .set_kinds(s + want, len - want, kind::CLEARING, kind::CLEARING);
+            m.len.store(want, Relaxed);
+            self.give_back(Run {
+                start: s + want,
+                len: len - want,
+                dirty: true,
+            });
+        }
+        m.len.store(want, Relaxed);
+        m.size.store(size, Relaxed);
+        true
+    }
+
+    /// Whether `p` is the start of a large object, and its span.
+    pub fn large_span(&self, p: *const u8) -> Option<usize> {
+        let s = self.spans.index_of(p as usize)?;
+        (self.spans.kind(s).load(Acquire) == kind::LARGE && p as usize == self.spans.addr(s))
+            .then_some(s)
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // SAFETY: our key; no destructor runs for it afterwards.
+        unsafe { libc::pthread_key_delete(self.key) };
+    }
+}
+
+/// The pthread-key destructor: the thread owning heap `h` is exiting.
+extern "C" fn heap_exit(h: *mut libc::c_void) {
+    // SAFETY: the key holds heaps only, whose core set the key and is alive
+    // (the key is deleted before the core goes away).
+    let h = unsafe { &*h.cast::<Heap>() };
+    // SAFETY: as above.
+    let core = unsafe { &*h.core.load(Relaxed) };
+    core.abandon(h);
+}

@@ -1,0 +1,341 @@
+//! Heaps: the per-thread owners of small-block spans.
+//!
+//! A thread allocates small blocks from its own heap without any lock: per
+//! class, the heap has a *current* span, and taking a block is finding the
+//! first set bit of the span's `local` bitmap from a cursor. A block freed
+//! by its owner sets its bit back; a block freed by another thread sets its
+//! bit in the span's `remote` bitmap (`fetch_or`) and, if the span was not
+//! queued yet, pushes the span on its owner's *pending* list (a lock-free
+//! stack of span numbers). The owner collects pending spans on its slow
+//! path. No link is ever written into a block, so freeing an evicted block
+//! does not load it.
+//!
+//! Spans of a heap are: current (one per class), *available* (not current,
+//! some blocks free: a per-class doubly linked list through the metadata),
+//! or full. A span whose blocks are all free again goes back to the run
+//! allocator (unless it is current, or queued: a remote free may still be
+//! pushing it).
+//!
+//! When a thread exits, its heap is *abandoned* with its spans and adopted
+//! whole by the next thread that needs a heap; frees into an abandoned heap
+//! keep queueing on its pending list.
+//!
+//! Double frees are caught exactly for the owner (the bit is already set)
+//! and for remote frees (the bit is already set locally or remotely), and
+//! abort with a one-line message.
+
+use crate::core::Core;
+use crate::span::{NONE, SpanMeta, SpanTable};
+use crate::sys::fatal;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
+
+/// Per-class state of a heap (owner only).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct ClassState {
+    current: AtomicU32,
+    avail: AtomicU32,
+    /// Blocks handed out and taken back (own and collected remote frees).
+    pub allocs: AtomicU64,
+    pub frees: AtomicU64,
+}
+
+/// A thread's heap. Lives in the core's heap mapping; all-zero is not a
+/// valid heap (`init` sets the lists to `NONE`).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Heap {
+    /// The allocator the heap belongs to (for the thread-exit hook).
+    pub core: AtomicPtr<Core>,
+    /// Spans with remotely freed blocks, not yet collected.
+    pending: AtomicU32,
+    /// Heap-pool link (abandoned heaps).
+    pub next: AtomicU32,
+    pub classes: [ClassState; crate::classes::MAX_CLASSES],
+}
+
+fn owner_inc(a: &AtomicU32, by: i32) {
+    a.store(a.load(Relaxed).wrapping_add_signed(by), Relaxed);
+}
+
+impl Heap {
+    /// Prepares a never-used heap slot.
+    pub fn init(&self, core: &Core) {
+        self.core.store(core as *const Core as *mut Core, Relaxed);
+        self.pending.store(NONE, Relaxed);
+        self.next.store(NONE, Relaxed);
+        for c in &self.classes {
+            c.current.store(NONE, Relaxed);
+            c.avail.store(NONE, Relaxed);
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Allocation
+    // ---------------------------------------------------------------
+
+    /// A block of `class`, or null if the arena is exhausted.
+    #[inline]
+    pub fn alloc(&self, core: &Core, class: usize) -> *mut u8 {
+        let cs = &self.classes[class];
+        let s = cs.current.load(Relaxed);
+        if s != NONE {
+            if let Some(p) = take_block(&core.spans, s as usize) {
+                cs.allocs.store(cs.allocs.load(Relaxed) + 1, Relaxed);
+                return p;
+            }
+        }
+        self.alloc_slow(core, class)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, core: &Core, class: usize) -> *mut u8 {
+        self.collect(core);
+        let cs = &self.classes[class];
+        let t = &core.spans;
+        let mut next = cs.current.load(Relaxed);
+        let mut block = if next == NONE {
+            None
+        } else {
+            take_block(t, next as usize)
+        };
+        while block.is_none() {
+            next = cs.avail.load(Relaxed);
+            if next == NONE {
+                break;
+            }
+            self.avail_remove(t, class, next);
+            block = take_block(t, next as usize);
+        }
+        if block.is_none() {
+            let Some(s) = core.new_small_span(self, class) else {
+                return core::ptr::null_mut();
+            };
+            next = s as u32;
+            block = take_block(t, s);
+        }
+        // The span left behind is full: neither current nor available.
+        cs.current.store(next, Relaxed);
+        cs.allocs.store(cs.allocs.load(Relaxed) + 1, Relaxed);
+        block.unwrap_or(core::ptr::null_mut())
+    }
+
+    // ---------------------------------------------------------------
+    // Free
+    // ---------------------------------------------------------------
+
+    /// Frees block `index` of span `s` (owned by this heap: the caller
+    /// checked).
+    #[inline]
+    pub fn free_local(&self, core: &Core, s: usize, m: &SpanMeta, index: usize, addr: usize) {
+        let t = &core.spans;
+        let (w, bit) = (index / 64, 1u64 << (index % 64));
+        let local = t.word(s, false, w);
+        let bits = local.load(Relaxed);
+        if bits & bit != 0 || t.word(s, true, w).load(Relaxed) & bit != 0 {
+            fatal("free(): double free", addr);
+        }
+        local.store(bits | bit, Relaxed);
+        let free = m.free.load(Relaxed) + 1;
+        m.free.store(free, Relaxed);
+        if (w as u32) < m.cursor.load(Relaxed) {
+            m.cursor.store(w as u32, Relaxed);
+        }
+        let class = m.class.load(Relaxed) as usize;
+        let cs = &self.classes[class];
+        cs.frees.store(cs.frees.load(Relaxed) + 1, Relaxed);
+        if cs.current.load(Relaxed) != s as u32 && (free == 1 || free == m.capacity.load(Relaxed)) {
+            self.settle(core, s, m, class);
+        }
+    }
+
+    /// Frees block `index` of span `s` owned by another heap (or by none
+    /// of this thread's).
+    pub fn free_remote(t: &SpanTable, s: usize, m: &SpanMeta, index: usize, addr: usize) {
+        let (w, bit) = (index / 64, 1u64 << (index % 64));
+        // The application handed this block over, so the owner's taking it
+        // (clearing its bit) happened before: a set bit is a double free.
+        if t.word(s, false, w).load(Relaxed) & bit != 0
+            || t.word(s, true, w).fetch_or(bit, SeqCst) & bit != 0
+        {
+            fatal("free(): double free", addr);
+        }
+        if !m.queued.load(SeqCst) && !m.queued.swap(true, SeqCst) {
+            // Queued spans are never released, so the owner is stable.
+            unsafe_heap_ref(m.owner.load(Acquire)).push_pending(t, s as u32);
+        }
+    }
+
+    fn push_pending(&self, t: &SpanTable, s: u32) {
+        let m = t.meta(s as usize);
+        let mut head = self.pending.load(Acquire);
+        loop {
+            m.pending_next.store(head, Relaxed);
+            match self
+                .pending
+                .compare_exchange_weak(head, s, Release, Acquire)
+            {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    /// Collects the remote frees of every pending span (owner only).
+    pub fn collect(&self, core: &Core) {
+        let t = &core.spans;
+        let mut s = self.pending.swap(NONE, Acquire);
+        while s != NONE {
+            let i = s as usize;
+            let m = t.meta(i);
+            let next = m.pending_next.load(Relaxed);
+            debug_assert_eq!(m.owner.load(Relaxed), self as *const Heap as *mut Heap);
+            // Cleared before collecting: a free landing after this pushes
+            // the span again; one before it is seen by the loads below.
+            m.queued.store(false, SeqCst);
+            let mut got = 0u32;
+            for w in 0..m.words.load(Relaxed) as usize {
+                let remote = t.word(i, true, w);
+                if remote.load(SeqCst) == 0 {
+                    continue;
+                }
+                let bits = remote.swap(0, SeqCst);
+                let local = t.word(i, false, w);
+                local.store(local.load(Relaxed) | bits, Relaxed);
+                got += bits.count_ones();
+                if (w as u32) < m.cursor.load(Relaxed) {
+                    m.cursor.store(w as u32, Relaxed);
+                }
+            }
+            let class = m.class.load(Relaxed) as usize;
+            let cs = &self.classes[class];
+            cs.frees
+                .store(cs.frees.load(Relaxed) + u64::from(got), Relaxed);
+            owner_inc(&m.free, got as i32);
+            if cs.current.load(Relaxed) != s {
+                self.settle(core, i, m, class);
+            }
+            s = next;
+        }
+    }
+
+    /// Puts non-current span `s` where its free count says: back to the
+    /// run allocator if all blocks are free (and no remote free is pushing
+    /// it), on the available list if some are.
+    fn settle(&self, core: &Core, s: usize, m: &SpanMeta, class: usize) {
+        let free = m.free.load(Relaxed);
+        if free == m.capacity.load(Relaxed) && !m.queued.load(SeqCst) {
+            if m.in_avail.load(Relaxed) {
+                self.avail_remove(&core.spans, class, s as u32);
+            }
+            core.release_small_span(s);
+        } else if free > 0 && !m.in_avail.load(Relaxed) {
+            self.avail_push(&core.spans, class, s as u32);
+        }
+    }
+
+    fn avail_push(&self, t: &SpanTable, class: usize, s: u32) {
+        let cs = &self.classes[class];
+        let m = t.meta(s as usize);
+        let head = cs.avail.load(Relaxed);
+        m.avail_prev.store(NONE, Relaxed);
+        m.avail_next.store(head, Relaxed);
+        if head != NONE {
+            t.meta(head as usize).avail_prev.store(s, Relaxed);
+        }
+        cs.avail.store(s, Relaxed);
+        m.in_avail.store(true, Relaxed);
+    }
+
+    fn avail_remove(&self, t: &SpanTable, class: usize, s: u32) {
+        let m = t.meta(s as usize);
+        let (prev, next) = (m.avail_prev.load(Relaxed), m.avail_next.load(Relaxed));
+        if prev == NONE {
+            self.classes[class].avail.store(next, Relaxed);
+        } else {
+            t.meta(prev as usize).avail_next.store(next, Relaxed);
+        }
+        if next != NONE {
+            t.meta(next as usize).avail_prev.store(prev, Relaxed);
+        }
+        m.in_avail.store(false, Relaxed);
+    }
+
+    /// Gets the heap ready to be adopted by another thread: collects, and
+    /// gives back every span that is entirely free.
+    pub fn abandon(&self, core: &Core) {
+        self.collect(core);
+        let t = &core.spans;
+        for class in 0..core.classes.count() {
+            let cs = &self.classes[class];
+            let s = cs.current.swap(NONE, Relaxed);
+            if s != NONE {
+                self.settle(core, s as usize, t.meta(s as usize), class);
+            }
+        }
+    }
+}
+
+/// Takes the first free block of span `s`.
+#[inline]
+fn take_block(t: &SpanTable, s: usize) -> Option<*mut u8> {
+    let m = t.meta(s);
+    let words = m.words.load(Relaxed);
+    let mut w = m.cursor.load(Relaxed);
+    while w < words {
+        let word = t.word(s, false, w as usize);
+        let bits = word.load(Relaxed);
+        if bits != 0 {
+            word.store(bits & (bits - 1), Relaxed);
+            m.cursor.store(w, Relaxed);
+            owner_inc(&m.free, -1);
+            let index = w as usize * 64 + bits.trailing_zeros() as usize;
+            let addr = t.addr(s) + index * m.block.load(Relaxed) as usize;
+            return Some(addr as *mut u8);
+        }
+        w += 1;
+    }
+    m.cursor.store(words, Relaxed);
+    None
+}
+
+/// Fills in the metadata of span `s` for blocks of `class` owned by `heap`
+/// (all free). Called before the span's kind says `SMALL`.
+pub(crate) fn format_span(t: &SpanTable, s: usize, heap: &Heap, class: usize, block: usize) {
+    let m = t.meta(s);
+    let capacity = (1usize << t.shift) / block;
+    let words = capacity.div_ceil(64);
+    m.class.store(class as u32, Relaxed);
+    m.block.store(block as u32, Relaxed);
+    m.capacity.store(capacity as u32, Relaxed);
+    m.words.store(words as u32, Relaxed);
+    m.free.store(capacity as u32, Relaxed);
+    m.cursor.store(0, Relaxed);
+    m.in_avail.store(false, Relaxed);
+    m.owner.store(heap as *const Heap as *mut Heap, Release);
+    debug_assert!(!m.queued.load(Relaxed));
+    for w in 0..words {
+        let left = capacity - w * 64;
+        let bits = if left >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << left) - 1
+        };
+        t.word(s, false, w).store(bits, Relaxed);
+        debug_assert_eq!(t.word(s, true, w).load(Relaxed), 0);
+    }
+}
+
+#[allow(
+    unsafe_code,
+    reason = "heaps are referenced by raw pointer from span metadata"
+)]
+fn unsafe_heap_ref<'a>(h: *mut Heap) -> &'a Heap {
+    assert!(!h.is_null(), "small span without an owner");
+    // SAFETY: span owners point into the core's heap mapping, which lives
+    // as long as the core; a small span's owner is set before its kind says
+    // SMALL and stays while any of its blocks is allocated.
+    unsafe { &*h }
+}

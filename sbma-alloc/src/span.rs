@@ -1,0 +1,177 @@
+//! Spans: the arena cut into equal, aligned pieces (64 KiB, or one SBMA
+//! page if that is larger), and the metadata that describes them.
+//!
+//! Metadata lives **outside managed memory**, in two anonymous mappings
+//! indexed by span number (`(addr - base) >> span_shift`):
+//! - `kinds`: one byte per span, what the span is (free, small, head or
+//!   body of a large object). Every span of a run is written, so any
+//!   address resolves to the truth and an interior pointer is never taken
+//!   for the start of an object.
+//! - `metas`: one [`SpanMeta`] per span, followed by two bitmaps of one bit
+//!   per 16-byte block: `local` (free blocks, written only by the owning
+//!   heap) and `remote` (blocks freed by other threads, set with `fetch_or`,
+//!   collected by the owner).
+//!
+//! So freeing a block never reads or writes the block itself: an evicted
+//! object is freed without being loaded, and the fault path never faults on
+//! metadata.
+//!
+//! # Safety
+//! `SpanTable::meta` hands out references into the mapping; indices are
+//! checked against the span count.
+#![allow(unsafe_code, reason = "span metadata lives in a raw mapping")]
+
+use crate::heap::Heap;
+use crate::sys::Mapping;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
+
+/// No span / end of a list.
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// What a span is (`SpanTable::kind`).
+pub(crate) mod kind {
+    /// Not in use: never used (at or past the top), or inside a free run.
+    pub const FREE: u8 = 0;
+    /// First span of a free run (its meta holds the run's length).
+    pub const FREE_HEAD: u8 = 1;
+    /// Last span of a free run of two or more (meta holds the length too).
+    pub const FREE_TAIL: u8 = 2;
+    /// Carved into blocks of one class, owned by one heap.
+    pub const SMALL: u8 = 3;
+    /// First span of a large object.
+    pub const LARGE: u8 = 4;
+    /// Any other span of a large object.
+    pub const LARGE_BODY: u8 = 5;
+    /// Being cleared (taken out of the free runs for a moment).
+    pub const CLEARING: u8 = 6;
+}
+
+/// The metadata of one span.
+///
+/// Fields marked *owner* are read and written by the owning heap only
+/// (relaxed atomics: plain loads and stores); fields marked *runs* are
+/// under the run allocator's lock; the rest is documented per field.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct SpanMeta {
+    /// *runs*: span count of a free run (head and tail) or large object
+    /// (head).
+    pub len: AtomicUsize,
+    /// Large head: the bytes asked for.
+    pub size: AtomicUsize,
+    /// *runs*: free-run bin links.
+    pub bin_next: AtomicU32,
+    pub bin_prev: AtomicU32,
+    /// *runs*: the free run's pages may hold stale data (and memory).
+    pub dirty: AtomicBool,
+    /// Small: set once a remote free queued the span on its owner's
+    /// pending list, cleared by the owner before it collects.
+    pub queued: AtomicBool,
+    /// *owner*: on the owner's available list for its class.
+    pub in_avail: AtomicBool,
+    /// Small: the owning heap (stable while any block is allocated).
+    pub owner: AtomicPtr<Heap>,
+    /// Small: class, block size, blocks, bitmap words (set before the span
+    /// is handed out, stable while any block is allocated).
+    pub class: AtomicU32,
+    pub block: AtomicU32,
+    pub capacity: AtomicU32,
+    pub words: AtomicU32,
+    /// *owner*: free blocks in `local`.
+    pub free: AtomicU32,
+    /// *owner*: no free bit below this word.
+    pub cursor: AtomicU32,
+    /// *owner*: available-list links.
+    pub avail_next: AtomicU32,
+    pub avail_prev: AtomicU32,
+    /// Pending-list link (written by whoever queues the span).
+    pub pending_next: AtomicU32,
+}
+
+/// Spans of one arena and their metadata.
+#[derive(Debug)]
+pub(crate) struct SpanTable {
+    pub base: usize,
+    pub count: usize,
+    pub shift: u32,
+    /// Bitmap words per span (`span / 16 / 64`).
+    pub wmax: usize,
+    stride: usize,
+    metas: Mapping,
+    kinds: Mapping,
+}
+
+impl SpanTable {
+    pub fn new(base: usize, count: usize, shift: u32) -> Result<SpanTable, rustix::io::Errno> {
+        let wmax = ((1usize << shift) / crate::MIN_ALIGN).div_ceil(64);
+        let stride = (size_of::<SpanMeta>() + 2 * 8 * wmax).next_multiple_of(64);
+        Ok(SpanTable {
+            base,
+            count,
+            shift,
+            wmax,
+            stride,
+            metas: Mapping::new(count * stride)?,
+            kinds: Mapping::new(count)?,
+        })
+    }
+
+    /// The span holding `addr`, if it is in the arena.
+    #[inline]
+    pub fn index_of(&self, addr: usize) -> Option<usize> {
+        let i = addr.wrapping_sub(self.base) >> self.shift;
+        (i < self.count).then_some(i)
+    }
+
+    /// The first byte of span `i`.
+    #[inline]
+    pub fn addr(&self, i: usize) -> usize {
+        self.base + (i << self.shift)
+    }
+
+    /// What span `i` is.
+    #[inline]
+    pub fn kind(&self, i: usize) -> &AtomicU8 {
+        assert!(i < self.count);
+        // SAFETY: `i` is in bounds; the mapping holds one byte per span and
+        // lives as long as `self`; AtomicU8 has the layout of u8.
+        unsafe { &*self.kinds.ptr().add(i).cast::<AtomicU8>() }
+    }
+
+    /// Sets the kind of spans `[start, start + n)`: `first` for the first,
+    /// `rest` for the others.
+    pub fn set_kinds(&self, start: usize, n: usize, first: u8, rest: u8) {
+        assert!(n > 0 && start + n <= self.count);
+        self.kind(start)
+            .store(first, core::sync::atomic::Ordering::Release);
+        if n > 1 {
+            // SAFETY: in bounds (checked above); nothing reads these bytes
+            // non-atomically, and a relaxed byte write is what memset does.
+            unsafe { core::ptr::write_bytes(self.kinds.ptr().add(start + 1), rest, n - 1) };
+        }
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+    }
+
+    /// The metadata of span `i`.
+    #[inline]
+    pub fn meta(&self, i: usize) -> &SpanMeta {
+        assert!(i < self.count);
+        // SAFETY: in bounds; the mapping starts zeroed, and all-zero bytes
+        // are a valid SpanMeta (atomics and a null pointer); it lives as
+        // long as `self` and is only accessed through atomics.
+        unsafe { &*self.metas.ptr().add(i * self.stride).cast::<SpanMeta>() }
+    }
+
+    /// Bitmap word `w` of span `i`: its free bits if `!remote`, else its
+    /// remotely freed bits.
+    #[inline]
+    pub fn word(&self, i: usize, remote: bool, w: usize) -> &AtomicU64 {
+        assert!(i < self.count && w < self.wmax);
+        let off =
+            i * self.stride + size_of::<SpanMeta>() + 8 * (w + usize::from(remote) * self.wmax);
+        // SAFETY: in bounds (the stride holds both bitmaps after the meta,
+        // 8-byte aligned since the stride and SpanMeta are); zero is a
+        // valid AtomicU64.
+        unsafe { &*self.metas.ptr().add(off).cast::<AtomicU64>() }
+    }
+}

@@ -1,0 +1,102 @@
+//! Allocator statistics: blocks by class, spans, fragmentation, and the
+//! pager's own statistics. Gathered from relaxed counters while other
+//! threads run: each figure is a recent value, not a snapshot of one
+//! instant.
+
+use crate::SbmaAlloc;
+use crate::classes::MAX_CLASSES;
+use core::sync::atomic::Ordering::Relaxed;
+
+/// Blocks of one size class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// The block size.
+    pub block: usize,
+    /// Blocks allocated and not freed (remote frees count once their owner
+    /// collected them).
+    pub blocks: u64,
+}
+
+/// What an [`SbmaAlloc`] holds.
+#[derive(Clone, Debug)]
+pub struct AllocStats {
+    /// Per class, the first `class_count` entries.
+    pub classes: [ClassStats; MAX_CLASSES],
+    /// How many classes there are.
+    pub class_count: usize,
+    /// Bytes in small blocks in use (block sizes, not requests).
+    pub small_bytes: u64,
+    /// Spans carved into small blocks, and their bytes.
+    pub small_spans: usize,
+    /// The span size.
+    pub span_bytes: usize,
+    /// Large objects.
+    pub large_objects: usize,
+    /// The bytes of their spans.
+    pub large_bytes: usize,
+    /// Spans ever used (the top of the arena's used part).
+    pub spans_used: usize,
+    /// Spans in free runs.
+    pub spans_free: usize,
+    /// Free spans that may hold stale data (kept for reuse, up to the
+    /// decay cap).
+    pub spans_dirty: usize,
+    /// Bytes of freed runs cleared through the pager.
+    pub cleared_bytes: usize,
+    /// Heaps ever created (threads that allocated).
+    pub heaps: usize,
+    /// The pager's statistics.
+    pub pager: sbma_pager::Stats,
+}
+
+impl AllocStats {
+    /// Small-span fragmentation: the share of small-span bytes not in a
+    /// live block (0 when there are no small spans).
+    pub fn fragmentation(&self) -> f64 {
+        let spans = (self.small_spans * self.span_bytes) as f64;
+        if spans == 0.0 {
+            0.0
+        } else {
+            1.0 - self.small_bytes as f64 / spans
+        }
+    }
+}
+
+impl SbmaAlloc {
+    /// Statistics, or `None` before the allocator started.
+    pub fn stats(&self) -> Option<AllocStats> {
+        let core = self.core()?;
+        core.collect_abandoned();
+        let mut classes = [ClassStats::default(); MAX_CLASSES];
+        let count = core.classes.count();
+        for (c, cs) in classes.iter_mut().enumerate().take(count) {
+            cs.block = core.classes.size_of(c);
+        }
+        for h in 0..core.heaps_created() {
+            let heap = core.heap_slot(h);
+            for (c, cs) in classes.iter_mut().enumerate().take(count) {
+                let s = &heap.classes[c];
+                let (a, f) = (s.allocs.load(Relaxed), s.frees.load(Relaxed));
+                cs.blocks += a.saturating_sub(f);
+            }
+        }
+        let small_bytes = classes.iter().map(|c| c.blocks * c.block as u64).sum();
+        let (spans_used, spans_free, spans_dirty) = core.run_census();
+        let k = &core.counters;
+        Some(AllocStats {
+            classes,
+            class_count: count,
+            small_bytes,
+            small_spans: k.small_spans.load(Relaxed),
+            span_bytes: core.span_bytes(),
+            large_objects: k.large_objects.load(Relaxed),
+            large_bytes: k.large_bytes.load(Relaxed),
+            spans_used,
+            spans_free,
+            spans_dirty,
+            cleared_bytes: k.cleared_bytes.load(Relaxed),
+            heaps: core.heaps_created(),
+            pager: core.pager.stats(),
+        })
+    }
+}
