@@ -72,14 +72,13 @@ impl SbmaAlloc {
         if p.is_null() {
             return;
         }
-        // SAFETY: the errno slot of this thread.
-        let saved = unsafe { *libc::__errno_location() };
+        // Nothing on this path sets errno (the pager calls that may are
+        // wrapped, and glibc's free keeps it since 2.33).
         match self.core() {
             Some(core) => core.free(p),
             // SAFETY: before start-up every pointer is glibc's.
             None => unsafe { fallback::free(p) },
         }
-        set_errno(saved);
     }
 
     /// `realloc(p, size)`: null `p` allocates; size 0 frees and returns

@@ -37,6 +37,10 @@ use std::sync::Mutex;
 /// Heaps one instance can have at once (threads beyond get glibc's
 /// allocator).
 pub(crate) const MAX_HEAPS: usize = 4096;
+/// Freed large objects of at most this many spans (1 MiB with 64 KiB
+/// spans) are kept by the freeing thread's heap for reuse, up to
+/// `heap::LARGE_CACHE` of them.
+pub(crate) const LARGE_CACHE_SPANS: usize = 16;
 
 std::thread_local! {
     /// The heap this thread used last: `(instance id, heap)`.
@@ -75,8 +79,6 @@ struct Pool {
 #[derive(Debug, Default)]
 pub(crate) struct CoreCounters {
     pub small_spans: AtomicUsize,
-    pub large_objects: AtomicUsize,
-    pub large_bytes: AtomicUsize,
     pub cleared_bytes: AtomicUsize,
 }
 
@@ -85,6 +87,11 @@ pub(crate) struct Core {
     pub id: u64,
     pub spans: SpanTable,
     pub classes: ClassTable,
+    /// Blocks per span, by class.
+    caps: [u32; crate::classes::MAX_CLASSES],
+    /// The most spans a heap keeps in freed large objects: 8 MiB, at most
+    /// a quarter of the decay cap.
+    cache_spans: usize,
     pub counters: CoreCounters,
     runs: Mutex<Runs>,
     heaps: Mapping,
@@ -120,8 +127,11 @@ impl Core {
         let shift = span.trailing_zeros();
         let arena = pager.max_size();
         let region = pager.alloc(arena).map_err(crate::Error::Pager)?;
-        let base = region.as_mut_ptr() as usize;
-        let count = (region.len() >> shift).min(NONE as usize - 1);
+        // Spans start at span-aligned addresses (blocks of a power-of-two
+        // class are then aligned to their size).
+        let start = region.as_mut_ptr() as usize;
+        let base = start.next_multiple_of(span);
+        let count = ((start + region.len()).saturating_sub(base) >> shift).min(NONE as usize - 1);
         let map_err = |e| crate::Error::Metadata(e);
         let spans = SpanTable::new(base, count, shift).map_err(map_err)?;
         let heaps = Mapping::new(MAX_HEAPS * size_of::<Heap>()).map_err(map_err)?;
@@ -130,10 +140,16 @@ impl Core {
         if unsafe { libc::pthread_key_create(&mut key, Some(heap_exit)) } != 0 {
             return Err(crate::Error::TooManyThreadKeys);
         }
+        let mut caps = [0; crate::classes::MAX_CLASSES];
+        for (c, cap) in caps.iter_mut().enumerate().take(classes.count()) {
+            *cap = (span / classes.size_of(c)) as u32;
+        }
         Ok(Core {
             id: next_id(),
             spans,
             classes,
+            caps,
+            cache_spans: (8 << 20).min(decay / 4) >> shift,
             counters: CoreCounters::default(),
             runs: Mutex::new(Runs::new(decay >> shift)),
             heaps,
@@ -270,11 +286,11 @@ impl Core {
     pub fn new_small_span(&self, heap: &Heap, class: usize) -> Option<usize> {
         // Before growing, reclaim what exited threads' heaps got back.
         self.collect_abandoned();
-        let run = self
-            .runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .alloc(&self.spans, 1, 1)?;
+        let run =
+            self.runs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .alloc(&self.spans, 1, 1, 0)?;
         format_span(
             &self.spans,
             run.start,
@@ -282,7 +298,8 @@ impl Core {
             class,
             self.classes.size_of(class),
         );
-        self.spans.set_kinds(run.start, 1, kind::SMALL, kind::SMALL);
+        let k = kind::SMALL + class as u8;
+        self.spans.set_kinds(run.start, 1, k, k);
         self.counters.small_spans.fetch_add(1, Relaxed);
         Some(run.start)
     }
@@ -303,7 +320,7 @@ impl Core {
 
     /// Returns a run to the run allocator, clearing it through the pager
     /// if dirty memory exceeds the cap.
-    fn give_back(&self, run: Run) {
+    pub fn give_back(&self, run: Run) {
         let clear =
             self.runs
                 .lock()
@@ -323,6 +340,7 @@ impl Core {
     /// pager (they read as zeros next, memory and disk are released).
     fn clear(&self, start: usize, n: usize) -> bool {
         let _busy = Busy::enter();
+        let _errno = crate::sys::ErrnoGuard::save();
         let bytes = n << self.spans.shift;
         let ok = self
             .pager
@@ -385,22 +403,38 @@ impl Core {
             return (core::ptr::null_mut(), false);
         };
         let a = (align >> shift).max(1);
+        if a == 1 && n <= LARGE_CACHE_SPANS {
+            if let Some(r) = self.heap().and_then(|h| h.uncache_large(n)) {
+                return (self.large_at(r.start, n, size), true);
+            }
+        }
+        // The span index `s` with `base + s * span` aligned to `align`.
+        let phase = (a - (self.spans.base >> shift) % a) % a;
         let Some(run) =
             self.runs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .alloc(&self.spans, n, a)
+                .alloc(&self.spans, n, a, phase)
         else {
             return (core::ptr::null_mut(), false);
         };
-        let m = self.spans.meta(run.start);
+        (self.large_at(run.start, n, size), run.dirty)
+    }
+
+    /// Makes spans `[s, s + n)` a large object of `size` bytes.
+    fn large_at(&self, s: usize, n: usize, size: usize) -> *mut u8 {
+        let m = self.spans.meta(s);
         m.len.store(n, Relaxed);
         m.size.store(size, Relaxed);
-        self.spans
-            .set_kinds(run.start, n, kind::LARGE, kind::LARGE_BODY);
-        self.counters.large_objects.fetch_add(1, Relaxed);
-        self.counters.large_bytes.fetch_add(n << shift, Relaxed);
-        (self.spans.addr(run.start) as *mut u8, run.dirty)
+        self.spans.set_kinds(s, n, kind::LARGE, kind::LARGE_BODY);
+        self.spans.addr(s) as *mut u8
+    }
+
+    /// Gives back the runs a heap kept for reuse.
+    pub fn give_back_cached(&self, runs: impl Iterator<Item = Run>) {
+        for r in runs {
+            self.give_back(r);
+        }
     }
 
     /// Zeros `len` bytes at `p` just allocated: by the pager for large
@@ -430,12 +464,13 @@ impl Core {
             return;
         };
         match self.spans.kind(s).load(Acquire) {
-            kind::SMALL => {
+            k if k >= kind::SMALL => {
+                let class = (k - kind::SMALL) as usize;
+                let index = self.block_of(s, class, addr);
                 let m = self.spans.meta(s);
-                let index = self.block_of(s, addr);
                 match self.heap_if_any() {
                     Some(h) if core::ptr::eq(m.owner.load(Relaxed), h) => {
-                        h.free_local(self, s, m, index, addr)
+                        h.free_local(self, s, class, index, addr)
                     }
                     _ => Heap::free_remote(&self.spans, s, m, index, addr),
                 }
@@ -446,17 +481,13 @@ impl Core {
         }
     }
 
-    /// The index of the block at `addr` in small span `s`; aborts if `addr`
-    /// is not the start of a block.
+    /// The index of the block at `addr` in span `s` of `class`; aborts if
+    /// `addr` is not the start of a block.
     #[inline]
-    fn block_of(&self, s: usize, addr: usize) -> usize {
-        let m = self.spans.meta(s);
+    fn block_of(&self, s: usize, class: usize, addr: usize) -> usize {
         let off = addr - self.spans.addr(s);
-        let class = m.class.load(Relaxed) as usize;
         let index = self.classes.block_index(class, off);
-        if index * m.block.load(Relaxed) as usize != off
-            || index >= m.capacity.load(Relaxed) as usize
-        {
+        if index * self.classes.size_of(class) != off || index >= self.caps[class] as usize {
             fatal("free(): invalid pointer", addr);
         }
         index
@@ -473,15 +504,23 @@ impl Core {
             fatal("free(): double free or pointer to free memory", addr);
         }
         let len = self.spans.meta(s).len.load(Relaxed);
-        self.counters.large_objects.fetch_sub(1, Relaxed);
-        self.counters
-            .large_bytes
-            .fetch_sub(len << self.spans.shift, Relaxed);
-        self.give_back(Run {
+        let run = Run {
             start: s,
             len,
             dirty: true,
-        });
+        };
+        // Kept by the freeing thread's heap for reuse without the lock
+        // (marked CACHED: a second free is still caught), or given back.
+        let evicted = match self.heap_if_any() {
+            Some(h) if h.cached_spans() + len <= self.cache_spans => {
+                self.spans.set_kinds(s, len, kind::CACHED, kind::LARGE_BODY);
+                h.cache_large(run)
+            }
+            _ => Some(run),
+        };
+        if let Some(r) = evicted {
+            self.give_back(r);
+        }
     }
 
     /// Bytes usable at `p` (a live allocation), or `None` if `p` is not in
@@ -490,9 +529,10 @@ impl Core {
         let addr = p as usize;
         let s = self.spans.index_of(addr)?;
         Some(match self.spans.kind(s).load(Acquire) {
-            kind::SMALL => {
-                self.block_of(s, addr);
-                self.spans.meta(s).block.load(Relaxed) as usize
+            k if k >= kind::SMALL => {
+                let class = (k - kind::SMALL) as usize;
+                self.block_of(s, class, addr);
+                self.classes.size_of(class)
             }
             kind::LARGE if addr == self.spans.addr(s) => self.large_usable(s),
             _ => fatal("malloc_usable_size(): invalid pointer", addr),
@@ -528,13 +568,7 @@ impl Core {
             }
             self.spans
                 .set_kinds(s + len, want - len, kind::LARGE_BODY, kind::LARGE_BODY);
-            self.counters
-                .large_bytes
-                .fetch_add((want - len) << shift, Relaxed);
         } else if want < len {
-            self.counters
-                .large_bytes
-                .fetch_sub((len - want) << shift, Relaxed);
             self.spans
                 .set_kinds(s + want, len - want, kind::CLEARING, kind::CLEARING);
             m.len.store(want, Relaxed);

@@ -1,8 +1,10 @@
 //! Heaps: the per-thread owners of small-block spans.
 //!
 //! A thread allocates small blocks from its own heap without any lock: per
-//! class, the heap has a *current* span, and taking a block is finding the
-//! first set bit of the span's `local` bitmap from a cursor. A block freed
+//! class, the heap has a *current* span and has *claimed* one 64-bit word
+//! of its `local` bitmap (cleared there, kept in the heap): taking a block
+//! is clearing the lowest bit of the claimed word, touching nothing but the
+//! heap. When the word runs out, the next non-empty word is claimed. A block freed
 //! by its owner sets its bit back; a block freed by another thread sets its
 //! bit in the span's `remote` bitmap (`fetch_or`) and, if the span was not
 //! queued yet, pushes the span on its owner's *pending* list (a lock-free
@@ -25,20 +27,31 @@
 //! abort with a one-line message.
 
 use crate::core::Core;
+use crate::runs::Run;
 use crate::span::{NONE, SpanMeta, SpanTable};
 use crate::sys::fatal;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
 
 /// Per-class state of a heap (owner only).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct ClassState {
+    /// Free blocks claimed from word `word` of the current span.
+    bits: AtomicU64,
+    /// The address of that word's block 0, and the block size.
+    base: AtomicUsize,
+    block: AtomicUsize,
     current: AtomicU32,
+    word: AtomicU32,
     avail: AtomicU32,
-    /// Blocks handed out and taken back (own and collected remote frees).
-    pub allocs: AtomicU64,
-    pub frees: AtomicU64,
+}
+
+impl ClassState {
+    /// Blocks claimed but not handed out (for statistics).
+    pub fn claimed(&self) -> u32 {
+        self.bits.load(Relaxed).count_ones()
+    }
 }
 
 /// A thread's heap. Lives in the core's heap mapping; all-zero is not a
@@ -52,8 +65,15 @@ pub(crate) struct Heap {
     pending: AtomicU32,
     /// Heap-pool link (abandoned heaps).
     pub next: AtomicU32,
+    /// Freed large objects kept for reuse (owner only): `start << 32 |
+    /// len`, 0 when empty; `large_next` is the slot to replace next.
+    large: [AtomicU64; LARGE_CACHE],
+    large_next: AtomicU32,
     pub classes: [ClassState; crate::classes::MAX_CLASSES],
 }
+
+/// How many freed large objects a heap keeps.
+pub(crate) const LARGE_CACHE: usize = 8;
 
 fn owner_inc(a: &AtomicU32, by: i32) {
     a.store(a.load(Relaxed).wrapping_add_signed(by), Relaxed);
@@ -63,6 +83,9 @@ impl Heap {
     /// Prepares a never-used heap slot.
     pub fn init(&self, core: &Core) {
         self.core.store(core as *const Core as *mut Core, Relaxed);
+        for slot in &self.large {
+            slot.store(0, Relaxed);
+        }
         self.pending.store(NONE, Relaxed);
         self.next.store(NONE, Relaxed);
         for c in &self.classes {
@@ -79,12 +102,11 @@ impl Heap {
     #[inline]
     pub fn alloc(&self, core: &Core, class: usize) -> *mut u8 {
         let cs = &self.classes[class];
-        let s = cs.current.load(Relaxed);
-        if s != NONE {
-            if let Some(p) = take_block(&core.spans, s as usize) {
-                cs.allocs.store(cs.allocs.load(Relaxed) + 1, Relaxed);
-                return p;
-            }
+        let bits = cs.bits.load(Relaxed);
+        if bits != 0 {
+            cs.bits.store(bits & (bits - 1), Relaxed);
+            let i = bits.trailing_zeros() as usize;
+            return (cs.base.load(Relaxed) + i * cs.block.load(Relaxed)) as *mut u8;
         }
         self.alloc_slow(core, class)
     }
@@ -95,31 +117,84 @@ impl Heap {
         self.collect(core);
         let cs = &self.classes[class];
         let t = &core.spans;
-        let mut next = cs.current.load(Relaxed);
-        let mut block = if next == NONE {
-            None
-        } else {
-            take_block(t, next as usize)
-        };
-        while block.is_none() {
-            next = cs.avail.load(Relaxed);
-            if next == NONE {
-                break;
+        let current = cs.current.load(Relaxed);
+        if current == NONE || !claim_word(t, cs, current) {
+            // The span left behind is full: neither current nor available.
+            loop {
+                let next = cs.avail.load(Relaxed);
+                if next == NONE {
+                    let Some(s) = core.new_small_span(self, class) else {
+                        cs.current.store(NONE, Relaxed);
+                        return core::ptr::null_mut();
+                    };
+                    cs.current.store(s as u32, Relaxed);
+                    let claimed = claim_word(t, cs, s as u32);
+                    debug_assert!(claimed);
+                    break;
+                }
+                self.avail_remove(t, class, next);
+                if claim_word(t, cs, next) {
+                    cs.current.store(next, Relaxed);
+                    break;
+                }
             }
-            self.avail_remove(t, class, next);
-            block = take_block(t, next as usize);
         }
-        if block.is_none() {
-            let Some(s) = core.new_small_span(self, class) else {
-                return core::ptr::null_mut();
-            };
-            next = s as u32;
-            block = take_block(t, s);
+        self.alloc(core, class)
+    }
+
+    /// A cached large run of exactly `n` spans, taken out of the cache.
+    #[inline]
+    pub fn uncache_large(&self, n: usize) -> Option<Run> {
+        for slot in &self.large {
+            let v = slot.load(Relaxed);
+            if v != 0 && (v & 0xFFFF_FFFF) as usize == n {
+                slot.store(0, Relaxed);
+                return Some(Run {
+                    start: (v >> 32) as usize,
+                    len: n,
+                    dirty: true,
+                });
+            }
         }
-        // The span left behind is full: neither current nor available.
-        cs.current.store(next, Relaxed);
-        cs.allocs.store(cs.allocs.load(Relaxed) + 1, Relaxed);
-        block.unwrap_or(core::ptr::null_mut())
+        None
+    }
+
+    /// Keeps a freed large run (its kinds already say CACHED); returns the
+    /// run it displaced, if the cache was full.
+    pub fn cache_large(&self, r: Run) -> Option<Run> {
+        let v = (r.start as u64) << 32 | r.len as u64;
+        if let Some(slot) = self.large.iter().find(|s| s.load(Relaxed) == 0) {
+            slot.store(v, Relaxed);
+            return None;
+        }
+        let i = self.large_next.load(Relaxed) as usize % LARGE_CACHE;
+        self.large_next.store((i + 1) as u32, Relaxed);
+        let old = self.large[i].swap(v, Relaxed);
+        Some(Run {
+            start: (old >> 32) as usize,
+            len: (old & 0xFFFF_FFFF) as usize,
+            dirty: true,
+        })
+    }
+
+    /// Empties the large-run cache.
+    pub fn drain_large(&self) -> impl Iterator<Item = Run> + '_ {
+        self.large.iter().filter_map(|slot| {
+            let v = slot.swap(0, Relaxed);
+            (v != 0).then_some(Run {
+                start: (v >> 32) as usize,
+                len: (v & 0xFFFF_FFFF) as usize,
+                dirty: true,
+            })
+        })
+    }
+
+    /// Cached large runs (for statistics): spans held.
+    pub fn cached_spans(&self) -> usize {
+        self.large
+            .iter()
+            .map(|s| (s.load(Relaxed) & 0xFFFF_FFFF) as usize)
+            .sum()
     }
 
     // ---------------------------------------------------------------
@@ -129,12 +204,17 @@ impl Heap {
     /// Frees block `index` of span `s` (owned by this heap: the caller
     /// checked).
     #[inline]
-    pub fn free_local(&self, core: &Core, s: usize, m: &SpanMeta, index: usize, addr: usize) {
+    pub fn free_local(&self, core: &Core, s: usize, class: usize, index: usize, addr: usize) {
         let t = &core.spans;
+        let m = t.meta(s);
         let (w, bit) = (index / 64, 1u64 << (index % 64));
+        let cs = &self.classes[class];
         let local = t.word(s, false, w);
         let bits = local.load(Relaxed);
-        if bits & bit != 0 || t.word(s, true, w).load(Relaxed) & bit != 0 {
+        let claimed = cs.current.load(Relaxed) == s as u32
+            && cs.word.load(Relaxed) == w as u32
+            && cs.bits.load(Relaxed) & bit != 0;
+        if bits & bit != 0 || claimed || t.word(s, true, w).load(Relaxed) & bit != 0 {
             fatal("free(): double free", addr);
         }
         local.store(bits | bit, Relaxed);
@@ -143,9 +223,6 @@ impl Heap {
         if (w as u32) < m.cursor.load(Relaxed) {
             m.cursor.store(w as u32, Relaxed);
         }
-        let class = m.class.load(Relaxed) as usize;
-        let cs = &self.classes[class];
-        cs.frees.store(cs.frees.load(Relaxed) + 1, Relaxed);
         if cs.current.load(Relaxed) != s as u32 && (free == 1 || free == m.capacity.load(Relaxed)) {
             self.settle(core, s, m, class);
         }
@@ -157,15 +234,21 @@ impl Heap {
         let (w, bit) = (index / 64, 1u64 << (index % 64));
         // The application handed this block over, so the owner's taking it
         // (clearing its bit) happened before: a set bit is a double free.
-        if t.word(s, false, w).load(Relaxed) & bit != 0
-            || t.word(s, true, w).fetch_or(bit, SeqCst) & bit != 0
-        {
+        if t.word(s, false, w).load(Relaxed) & bit != 0 {
+            fatal("free(): double free", addr);
+        }
+        // From here until the span is queued, the owner may collect the bit
+        // and find the span empty: `in_flight` keeps it from releasing the
+        // span under us.
+        m.in_flight.fetch_add(1, SeqCst);
+        if t.word(s, true, w).fetch_or(bit, SeqCst) & bit != 0 {
             fatal("free(): double free", addr);
         }
         if !m.queued.load(SeqCst) && !m.queued.swap(true, SeqCst) {
             // Queued spans are never released, so the owner is stable.
             unsafe_heap_ref(m.owner.load(Acquire)).push_pending(t, s as u32);
         }
+        m.in_flight.fetch_sub(1, SeqCst);
     }
 
     fn push_pending(&self, t: &SpanTable, s: u32) {
@@ -186,6 +269,9 @@ impl Heap {
     /// Collects the remote frees of every pending span (owner only).
     pub fn collect(&self, core: &Core) {
         let t = &core.spans;
+        if self.pending.load(Relaxed) == NONE {
+            return;
+        }
         let mut s = self.pending.swap(NONE, Acquire);
         while s != NONE {
             let i = s as usize;
@@ -211,8 +297,6 @@ impl Heap {
             }
             let class = m.class.load(Relaxed) as usize;
             let cs = &self.classes[class];
-            cs.frees
-                .store(cs.frees.load(Relaxed) + u64::from(got), Relaxed);
             owner_inc(&m.free, got as i32);
             if cs.current.load(Relaxed) != s {
                 self.settle(core, i, m, class);
@@ -226,7 +310,12 @@ impl Heap {
     /// it), on the available list if some are.
     fn settle(&self, core: &Core, s: usize, m: &SpanMeta, class: usize) {
         let free = m.free.load(Relaxed);
-        if free == m.capacity.load(Relaxed) && !m.queued.load(SeqCst) {
+        // No remote free may be between its bit and its queueing (it would
+        // queue a released span), and none queued and uncollected.
+        if free == m.capacity.load(Relaxed)
+            && m.in_flight.load(SeqCst) == 0
+            && !m.queued.load(SeqCst)
+        {
             if m.in_avail.load(Relaxed) {
                 self.avail_remove(&core.spans, class, s as u32);
             }
@@ -263,42 +352,58 @@ impl Heap {
         m.in_avail.store(false, Relaxed);
     }
 
-    /// Gets the heap ready to be adopted by another thread: collects, and
-    /// gives back every span that is entirely free.
+    /// Gets the heap ready to be adopted by another thread: collects,
+    /// returns claimed blocks to their spans, and gives back every span
+    /// that is entirely free.
     pub fn abandon(&self, core: &Core) {
+        core.give_back_cached(self.drain_large());
         self.collect(core);
         let t = &core.spans;
         for class in 0..core.classes.count() {
             let cs = &self.classes[class];
             let s = cs.current.swap(NONE, Relaxed);
-            if s != NONE {
-                self.settle(core, s as usize, t.meta(s as usize), class);
+            if s == NONE {
+                continue;
             }
+            let (i, m) = (s as usize, t.meta(s as usize));
+            let bits = cs.bits.swap(0, Relaxed);
+            let w = cs.word.load(Relaxed) as usize;
+            let local = t.word(i, false, w);
+            local.store(local.load(Relaxed) | bits, Relaxed);
+            owner_inc(&m.free, bits.count_ones() as i32);
+            if (w as u32) < m.cursor.load(Relaxed) {
+                m.cursor.store(w as u32, Relaxed);
+            }
+            self.settle(core, i, m, class);
         }
     }
 }
 
-/// Takes the first free block of span `s`.
-#[inline]
-fn take_block(t: &SpanTable, s: usize) -> Option<*mut u8> {
-    let m = t.meta(s);
+/// Claims the first non-empty free word of span `s` for `cs` (which has
+/// none claimed); false if the span has no free block.
+fn claim_word(t: &SpanTable, cs: &ClassState, s: u32) -> bool {
+    let i = s as usize;
+    let m = t.meta(i);
     let words = m.words.load(Relaxed);
     let mut w = m.cursor.load(Relaxed);
     while w < words {
-        let word = t.word(s, false, w as usize);
+        let word = t.word(i, false, w as usize);
         let bits = word.load(Relaxed);
         if bits != 0 {
-            word.store(bits & (bits - 1), Relaxed);
-            m.cursor.store(w, Relaxed);
-            owner_inc(&m.free, -1);
-            let index = w as usize * 64 + bits.trailing_zeros() as usize;
-            let addr = t.addr(s) + index * m.block.load(Relaxed) as usize;
-            return Some(addr as *mut u8);
+            word.store(0, Relaxed);
+            owner_inc(&m.free, -(bits.count_ones() as i32));
+            m.cursor.store(w + 1, Relaxed);
+            let block = m.block.load(Relaxed) as usize;
+            cs.block.store(block, Relaxed);
+            cs.base.store(t.addr(i) + w as usize * 64 * block, Relaxed);
+            cs.word.store(w, Relaxed);
+            cs.bits.store(bits, Relaxed);
+            return true;
         }
         w += 1;
     }
     m.cursor.store(words, Relaxed);
-    None
+    false
 }
 
 /// Fills in the metadata of span `s` for blocks of `class` owned by `heap`

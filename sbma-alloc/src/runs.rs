@@ -162,16 +162,17 @@ impl Runs {
     // Allocation
     // ---------------------------------------------------------------
 
-    /// Takes `n` spans whose first is a multiple of `align` spans (a power
-    /// of two), or `None` if the arena is exhausted. Kinds are left to the
+    /// Takes `n` spans whose first, modulo `align` (a power of two), is
+    /// `phase`, or `None` if the arena is exhausted. Kinds are left to the
     /// caller.
-    pub fn alloc(&mut self, t: &SpanTable, n: usize, align: usize) -> Option<Run> {
-        debug_assert!(n > 0 && align.is_power_of_two());
+    pub fn alloc(&mut self, t: &SpanTable, n: usize, align: usize, phase: usize) -> Option<Run> {
+        debug_assert!(n > 0 && align.is_power_of_two() && phase < align);
+        let up = |x: usize| x + (phase + align - x % align) % align;
         let want = n + align - 1;
         let found = match self.find(t, want) {
             Some(r) => r,
             None => {
-                let start = self.top.next_multiple_of(align);
+                let start = up(self.top);
                 if start.checked_add(n)? > t.count {
                     return None;
                 }
@@ -193,7 +194,7 @@ impl Runs {
                 });
             }
         };
-        let start = found.start.next_multiple_of(align);
+        let start = up(found.start);
         if start > found.start {
             self.insert(
                 t,
@@ -314,16 +315,16 @@ mod tests {
     fn runs_split_merge_and_return_to_the_top() {
         let t = table(1000);
         let mut runs = Runs::new(usize::MAX);
-        let a = runs.alloc(&t, 3, 1).unwrap();
-        let b = runs.alloc(&t, 5, 1).unwrap();
-        let c = runs.alloc(&t, 2, 1).unwrap();
+        let a = runs.alloc(&t, 3, 1, 0).unwrap();
+        let b = runs.alloc(&t, 5, 1, 0).unwrap();
+        let c = runs.alloc(&t, 2, 1, 0).unwrap();
         assert_eq!((a.start, b.start, c.start), (0, 3, 8));
         assert!(!a.dirty);
         runs.free(&t, Run { dirty: true, ..a }, true);
         runs.free(&t, Run { dirty: true, ..b }, true);
         // a and b merged into one dirty run of 8; reused first-fit.
         assert_eq!(runs.census(), (10, 8, 8));
-        let d = runs.alloc(&t, 6, 1).unwrap();
+        let d = runs.alloc(&t, 6, 1, 0).unwrap();
         assert_eq!((d.start, d.dirty), (0, true));
         assert_eq!(runs.census(), (10, 2, 2));
         // Growing in place into the free remainder, then past the top.
@@ -346,8 +347,8 @@ mod tests {
     fn aligned_runs_and_the_dirty_cap() {
         let t = table(1000);
         let mut runs = Runs::new(4);
-        let a = runs.alloc(&t, 1, 1).unwrap();
-        let b = runs.alloc(&t, 4, 8).unwrap();
+        let a = runs.alloc(&t, 1, 1, 0).unwrap();
+        let b = runs.alloc(&t, 4, 8, 0).unwrap();
         assert_eq!((a.start, b.start), (0, 8));
         // The gap before the aligned run is a clean free run.
         assert_eq!(runs.census(), (12, 7, 0));
@@ -369,10 +370,10 @@ mod tests {
         );
         assert_eq!(runs.census(), (1, 0, 0));
         // Within the cap, a dirty run is kept for reuse.
-        let c = runs.alloc(&t, 2, 1).unwrap();
-        let _d = runs.alloc(&t, 1, 1).unwrap();
+        let c = runs.alloc(&t, 2, 1, 0).unwrap();
+        let _d = runs.alloc(&t, 1, 1, 0).unwrap();
         assert_eq!(runs.free(&t, Run { dirty: true, ..c }, true), None);
         assert_eq!(runs.census(), (4, 2, 2));
-        assert_eq!(runs.alloc(&t, 2, 1), Some(Run { dirty: true, ..c }));
+        assert_eq!(runs.alloc(&t, 2, 1, 0), Some(Run { dirty: true, ..c }));
     }
 }

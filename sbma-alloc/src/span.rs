@@ -3,8 +3,8 @@
 //!
 //! Metadata lives **outside managed memory**, in two anonymous mappings
 //! indexed by span number (`(addr - base) >> span_shift`):
-//! - `kinds`: one byte per span, what the span is (free, small, head or
-//!   body of a large object). Every span of a run is written, so any
+//! - `kinds`: one byte per span, what the span is (free, small of which
+//!   class, head or body of a large object). Every span of a run is written, so any
 //!   address resolves to the truth and an interior pointer is never taken
 //!   for the start of an object.
 //! - `metas`: one [`SpanMeta`] per span, followed by two bitmaps of one bit
@@ -36,14 +36,17 @@ pub(crate) mod kind {
     pub const FREE_HEAD: u8 = 1;
     /// Last span of a free run of two or more (meta holds the length too).
     pub const FREE_TAIL: u8 = 2;
-    /// Carved into blocks of one class, owned by one heap.
-    pub const SMALL: u8 = 3;
+    /// Carved into blocks of class `k - SMALL` (for any `k >= SMALL`),
+    /// owned by one heap: the free path learns the class from this byte.
+    pub const SMALL: u8 = 16;
     /// First span of a large object.
     pub const LARGE: u8 = 4;
     /// Any other span of a large object.
     pub const LARGE_BODY: u8 = 5;
     /// Being cleared (taken out of the free runs for a moment).
     pub const CLEARING: u8 = 6;
+    /// First span of a freed large object kept by a heap for reuse.
+    pub const CACHED: u8 = 7;
 }
 
 /// The metadata of one span.
@@ -67,6 +70,10 @@ pub(crate) struct SpanMeta {
     /// Small: set once a remote free queued the span on its owner's
     /// pending list, cleared by the owner before it collects.
     pub queued: AtomicBool,
+    /// Small: remote frees between their first step and their last (the
+    /// owner must not release the span while one is running: it could
+    /// still queue it).
+    pub in_flight: AtomicU32,
     /// *owner*: on the owner's available list for its class.
     pub in_avail: AtomicBool,
     /// Small: the owning heap (stable while any block is allocated).

@@ -34,6 +34,8 @@ pub struct AllocStats {
     pub large_objects: usize,
     /// The bytes of their spans.
     pub large_bytes: usize,
+    /// Bytes of freed large objects kept by heaps for reuse.
+    pub cached_bytes: usize,
     /// Spans ever used (the top of the arena's used part).
     pub spans_used: usize,
     /// Spans in free runs.
@@ -72,16 +74,35 @@ impl SbmaAlloc {
         for (c, cs) in classes.iter_mut().enumerate().take(count) {
             cs.block = core.classes.size_of(c);
         }
+        // Blocks in use = capacity - free in the bitmap - claimed by heaps.
+        let (spans_used, spans_free, spans_dirty) = core.run_census();
+        let (mut large_objects, mut large_spans) = (0, 0);
+        for s in 0..spans_used {
+            let k = core.spans.kind(s).load(Relaxed);
+            if k >= crate::span::kind::SMALL {
+                let m = core.spans.meta(s);
+                let c = (k - crate::span::kind::SMALL) as usize;
+                let in_use = m
+                    .capacity
+                    .load(Relaxed)
+                    .saturating_sub(m.free.load(Relaxed));
+                classes[c].blocks += u64::from(in_use);
+            } else if k == crate::span::kind::LARGE {
+                large_objects += 1;
+                large_spans += core.spans.meta(s).len.load(Relaxed);
+            }
+        }
+        let mut cached_spans = 0;
         for h in 0..core.heaps_created() {
             let heap = core.heap_slot(h);
+            cached_spans += heap.cached_spans();
             for (c, cs) in classes.iter_mut().enumerate().take(count) {
-                let s = &heap.classes[c];
-                let (a, f) = (s.allocs.load(Relaxed), s.frees.load(Relaxed));
-                cs.blocks += a.saturating_sub(f);
+                cs.blocks = cs
+                    .blocks
+                    .saturating_sub(u64::from(heap.classes[c].claimed()));
             }
         }
         let small_bytes = classes.iter().map(|c| c.blocks * c.block as u64).sum();
-        let (spans_used, spans_free, spans_dirty) = core.run_census();
         let k = &core.counters;
         Some(AllocStats {
             classes,
@@ -89,8 +110,9 @@ impl SbmaAlloc {
             small_bytes,
             small_spans: k.small_spans.load(Relaxed),
             span_bytes: core.span_bytes(),
-            large_objects: k.large_objects.load(Relaxed),
-            large_bytes: k.large_bytes.load(Relaxed),
+            large_objects,
+            large_bytes: large_spans * core.span_bytes(),
+            cached_bytes: cached_spans * core.span_bytes(),
             spans_used,
             spans_free,
             spans_dirty,

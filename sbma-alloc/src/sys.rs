@@ -113,6 +113,23 @@ pub(crate) mod fallback {
     }
 }
 
+/// Restores the calling thread's `errno` on drop (around syscalls made on
+/// behalf of `free`, which must not change it).
+pub(crate) struct ErrnoGuard(i32);
+
+impl ErrnoGuard {
+    pub fn save() -> ErrnoGuard {
+        // SAFETY: `__errno_location` returns the calling thread's errno slot.
+        ErrnoGuard(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for ErrnoGuard {
+    fn drop(&mut self) {
+        set_errno(self.0);
+    }
+}
+
 /// Sets the calling thread's `errno`.
 pub(crate) fn set_errno(e: i32) {
     // SAFETY: `__errno_location` returns the calling thread's errno slot.

@@ -223,3 +223,73 @@ fn four_threads_four_times_the_budget() {
     );
     a.pager().unwrap().check_invariants().unwrap();
 }
+
+/// A producer allocating small blocks and a consumer freeing them in
+/// batches: spans are emptied by remote frees while their owner keeps
+/// collecting and releasing them. A span released while a remote free was
+/// still queueing it once corrupted the run allocator (found by the
+/// `prodcons` benchmark); this runs that pattern, round after round with a
+/// new consumer each time, with every block checked.
+#[test]
+fn remote_frees_racing_span_release() {
+    let a = alloc(256 << 20, 16 << 10);
+    // The producer is a thread of its own: when it exits, its heap (and the
+    // frees made into it) is collected, so the final count is exact.
+    std::thread::scope(|outer| outer.spawn(|| produce_rounds(&a)).join().unwrap());
+    let s = a.stats().unwrap();
+    assert!(
+        s.classes.iter().all(|c| c.blocks == 0),
+        "blocks left: {s:?}"
+    );
+    assert_eq!(s.small_spans, 0, "{s:?}");
+}
+
+fn produce_rounds(a: &SbmaAlloc) {
+    const BATCH: usize = 16;
+    const BLOCKS: usize = 100_000;
+    const ROUNDS: usize = 16;
+    let mut seed = 0u64;
+    for round in 0..ROUNDS {
+        // Even rounds: blocks of 16 to 512 bytes; odd rounds: 12 to 16 KiB,
+        // four or five to a span, so spans empty (and are released) all the
+        // time.
+        let (base, spread) = if round % 2 == 0 {
+            (16, 497)
+        } else {
+            (12 << 10, 4 << 10)
+        };
+        let (tx, rx) = mpsc::sync_channel::<Vec<Sent>>(4);
+        let bad = std::thread::scope(|scope| {
+            let consumer = scope.spawn(|| {
+                let mut bad = 0;
+                for batch in rx {
+                    for s in batch {
+                        bad += check(s.p as *const u8, s.size.min(16), s.seed);
+                        // SAFETY: handed over, freed once.
+                        unsafe { a.free(s.p as *mut u8) };
+                    }
+                }
+                bad
+            });
+            for _ in 0..BLOCKS / BATCH {
+                let batch = (0..BATCH)
+                    .map(|_| {
+                        seed += 1;
+                        let size = base + (seed as usize * 7919) % spread;
+                        let p = a.malloc(size);
+                        fill(p, size.min(16), seed);
+                        Sent {
+                            p: p as usize,
+                            size,
+                            seed,
+                        }
+                    })
+                    .collect();
+                tx.send(batch).unwrap();
+            }
+            drop(tx);
+            consumer.join().unwrap()
+        });
+        assert_eq!(bad, 0, "bytes changed in flight");
+    }
+}
