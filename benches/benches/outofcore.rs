@@ -37,9 +37,10 @@
 #![allow(unsafe_code, reason = "the workload runs on raw mappings")]
 #![allow(missing_docs, reason = "a benchmark binary")]
 
+use sbma_benches::limit::{Limit, drop_caches};
 use sbma_core::units::parse_size;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -93,7 +94,7 @@ fn main() {
             _ => {} // cargo bench passes --bench
         }
     }
-    let limit = Limit::set_up(&cfg);
+    let limit = Limit::set_up(cfg.size + cfg.size / 4, cfg.budget);
     println!(
         "out-of-core sweep: {} MiB of data, memory limit {} MiB, {} random ops; {}",
         cfg.size >> 20,
@@ -177,122 +178,6 @@ fn main() {
         }
     }
     drop(limit);
-}
-
-// ---------------------------------------------------------------------
-// The memory limit: a cgroup and a swap file, removed on drop.
-// ---------------------------------------------------------------------
-
-struct Limit {
-    cgroup: PathBuf,
-    v2: bool,
-    swap: PathBuf,
-}
-
-impl Limit {
-    fn set_up(cfg: &Config) -> Option<Limit> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            println!("skipped baselines: not root (a memory cgroup and a swap file need root)");
-            return None;
-        }
-        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        let parent = if v2 {
-            PathBuf::from("/sys/fs/cgroup")
-        } else {
-            PathBuf::from("/sys/fs/cgroup/memory")
-        };
-        if !parent.exists() {
-            println!(
-                "skipped baselines: no memory cgroup at {}",
-                parent.display()
-            );
-            return None;
-        }
-        let dir = std::env::var_os("SBMA_BENCH_DIR")
-            .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
-        remove_leftovers(&parent, &dir);
-        let swap = dir.join(format!("sbma-bench-{}.swap", std::process::id()));
-        let swap_bytes = cfg.size + cfg.size / 4;
-        let ok = Command::new("fallocate")
-            .args(["-l", &swap_bytes.to_string()])
-            .arg(&swap)
-            .status()
-            .is_ok_and(|s| s.success())
-            && std::fs::set_permissions(&swap, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .is_ok()
-            && Command::new("mkswap")
-                .arg(&swap)
-                .output()
-                .is_ok_and(|o| o.status.success())
-            && Command::new("swapon")
-                .arg(&swap)
-                .status()
-                .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_file(&swap);
-            println!(
-                "skipped baselines: could not enable a swap file in {}",
-                dir.display()
-            );
-            return None;
-        }
-        let cgroup = parent.join(format!("sbma-bench-{}", std::process::id()));
-        let limit_file = if v2 {
-            "memory.max"
-        } else {
-            "memory.limit_in_bytes"
-        };
-        let made = std::fs::create_dir(&cgroup).is_ok()
-            && std::fs::write(cgroup.join(limit_file), cfg.budget.to_string()).is_ok();
-        let limit = Limit { cgroup, v2, swap };
-        if !made {
-            println!("skipped baselines: could not create a memory cgroup");
-            return None;
-        }
-        Some(limit)
-    }
-
-    fn procs(&self) -> PathBuf {
-        self.cgroup.join("cgroup.procs")
-    }
-}
-
-impl Drop for Limit {
-    fn drop(&mut self) {
-        // Move ourselves out (we never joined), remove the group, then swap.
-        let _ = std::fs::remove_dir(&self.cgroup);
-        let _ = Command::new("swapoff").arg(&self.swap).status();
-        let _ = std::fs::remove_file(&self.swap);
-        let _ = self.v2;
-    }
-}
-
-/// Removes the cgroups and swap files of earlier runs that were killed
-/// before they could clean up (their pid no longer exists).
-fn remove_leftovers(cgroups: &Path, dir: &Path) {
-    let dead = |name: &str| {
-        name.strip_prefix("sbma-bench-")
-            .and_then(|rest| rest.split('.').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-    };
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".swap") && dead(&name) {
-            let _ = Command::new("swapoff").arg(entry.path()).status();
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    for entry in std::fs::read_dir(cgroups).into_iter().flatten().flatten() {
-        if dead(&entry.file_name().to_string_lossy()) {
-            let _ = std::fs::remove_dir(entry.path());
-        }
-    }
-}
-
-fn drop_caches() {
-    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
 }
 
 // ---------------------------------------------------------------------

@@ -49,6 +49,18 @@ std::thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Set in a forked child: the pager cannot page there (the backing file is
+/// the parent's), so no block is handed out from the arena any more; the
+/// child allocates from glibc. Blocks it inherited stay usable where
+/// resident (the pager's fork rule) and can be freed.
+static FORKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// `pthread_atfork` child hook (runs in the child's only thread).
+extern "C" fn forked_child() {
+    FORKED.store(true, Relaxed);
+    CURRENT.with(|c| c.set((0, core::ptr::null())));
+}
+
 /// Marks the thread busy (allocations fall back) until dropped.
 pub(crate) struct Busy(bool);
 
@@ -122,6 +134,12 @@ impl Core {
     /// [`Busy`] entered (the pager and this function allocate).
     pub fn new(pager: Pager, classes: ClassTable, decay: usize) -> Result<Core, crate::Error> {
         debug_assert!(Busy::active());
+        static AT_FORK: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registering a handler that only stores to atomics and a
+        // thread-local cell.
+        AT_FORK.call_once(|| unsafe {
+            libc::pthread_atfork(None, None, Some(forked_child));
+        });
         let page = pager.page_size();
         let span = page.max(64 << 10);
         let shift = span.trailing_zeros();
@@ -207,7 +225,7 @@ impl Core {
     #[cold]
     #[inline(never)]
     fn heap_slow(&self) -> Option<&Heap> {
-        if Busy::active() || sbma_pager::is_pager_thread() {
+        if Busy::active() || sbma_pager::is_pager_thread() || FORKED.load(Relaxed) {
             return None;
         }
         // SAFETY: reading our own key.
@@ -377,6 +395,9 @@ impl Core {
 
     #[cold]
     fn alloc_other(&self, size: usize, align: usize) -> (*mut u8, bool) {
+        if FORKED.load(Relaxed) {
+            return (crate::sys::fallback::alloc(size, align), true);
+        }
         if size <= self.classes.max_size() && align <= self.classes.max_size() {
             // The smallest class at least as large whose blocks (placed at
             // multiples of their size from an aligned span) are aligned.

@@ -41,8 +41,22 @@
 //! - Invalid and double frees abort with one line (`sbma: free(): double
 //!   free 0x...`), like glibc.
 //! - Allocations the allocator must not serve from managed memory (during
-//!   its own start-up, on the pager's background threads) go to glibc's
-//!   allocator (`__libc_malloc`); `free` recognizes them by address.
+//!   its own start-up, on the pager's background threads, in a forked
+//!   child) go to glibc's allocator (`__libc_malloc`); `free` recognizes
+//!   them by address.
+//!
+//! ## Syscalls into allocated memory (read this before `#[global_allocator]`)
+//! With the pager's signal backend, a page that is not resident is
+//! inaccessible (`PROT_NONE`), and the kernel does not raise a signal when a
+//! *syscall* touches it: `read(2)`, `readlink(2)`, `execve(2)` and the like
+//! fail with `EFAULT` instead. A buffer the program has written to since
+//! it was last evicted is fine; a fresh or evicted one is not. Make such a
+//! buffer ready first with [`sbma_pager::Pager::prepare_for_kernel`]
+//! (through [`SbmaAlloc::pager`]). std does not know to do that, so a
+//! program whose *global* allocator is an `SbmaAlloc` can see `EFAULT` from
+//! std calls that fill heap buffers (`std::env::current_exe`,
+//! `read_to_end`, ...). The userfaultfd backend (issue 6) removes this
+//! limit: there the kernel waits for the page like the program does.
 #![deny(unsafe_code)]
 
 mod cfamily;

@@ -7,10 +7,10 @@
 //!   class, head or body of a large object). Every span of a run is written, so any
 //!   address resolves to the truth and an interior pointer is never taken
 //!   for the start of an object.
-//! - `metas`: one [`SpanMeta`] per span, followed by two bitmaps of one bit
-//!   per 16-byte block: `local` (free blocks, written only by the owning
-//!   heap) and `remote` (blocks freed by other threads, set with `fetch_or`,
-//!   collected by the owner).
+//! - `metas`: one [`SpanMeta`] per span, followed by two interleaved
+//!   bitmaps of one bit per 16-byte block: `local` (free blocks, written
+//!   only by the owning heap) and `remote` (blocks freed by other threads,
+//!   set with `fetch_or`, collected by the owner).
 //!
 //! So freeing a block never reads or writes the block itself: an evicted
 //! object is freed without being loaded, and the fault path never faults on
@@ -174,8 +174,8 @@ impl SpanTable {
     #[inline]
     pub fn word(&self, i: usize, remote: bool, w: usize) -> &AtomicU64 {
         assert!(i < self.count && w < self.wmax);
-        let off =
-            i * self.stride + size_of::<SpanMeta>() + 8 * (w + usize::from(remote) * self.wmax);
+        // Local and remote words alternate: a free reads both in one line.
+        let off = i * self.stride + size_of::<SpanMeta>() + 16 * w + 8 * usize::from(remote);
         // SAFETY: in bounds (the stride holds both bitmaps after the meta,
         // 8-byte aligned since the stride and SpanMeta are); zero is a
         // valid AtomicU64.

@@ -210,3 +210,38 @@ fn stats_count_blocks_spans_and_decay() {
         s.pager
     );
 }
+
+#[test]
+fn syscalls_into_evicted_blocks_work_after_prepare_for_kernel() {
+    use std::io::{Read, Seek, Write};
+    let a = alloc(1 << 20, 16 << 10);
+    let pager = a.pager().unwrap();
+    let mut v: allocator_api2::vec::Vec<u8, &sbma_alloc::SbmaAlloc> =
+        allocator_api2::vec::Vec::with_capacity_in(256 << 10, &a);
+    v.resize(256 << 10, 7);
+    pager.evict_all().unwrap();
+    let dir = std::env::var_os("TMPDIR").map_or_else(|| "/tmp".into(), std::path::PathBuf::from);
+    let path = dir.join(format!("sbma-alloc-api-{}", std::process::id()));
+    let mut f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let data: Vec<u8> = (0..256 << 10).map(|i| (i % 251) as u8).collect();
+    f.write_all(&data).unwrap();
+    f.rewind().unwrap();
+    // Without preparation the kernel meets an inaccessible page.
+    let e = f.read(&mut v[..]).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EFAULT));
+    f.rewind().unwrap();
+    let guard = pager
+        .prepare_for_kernel(v.as_ptr(), v.len(), sbma_alloc::sbma_pager::Access::Write)
+        .unwrap();
+    f.read_exact(&mut v[..]).unwrap();
+    drop(guard);
+    pager.evict_all().unwrap();
+    assert!(v[..] == data[..], "the data read survives another eviction");
+}
