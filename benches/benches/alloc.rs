@@ -18,7 +18,8 @@
 //! other's (above 1: sbma is faster).
 //!
 //! Run: `cargo bench -p sbma-benches --bench alloc [-- --reps 5 --scale 1.0
-//! --only ring,larson,prodcons]`.
+//! --only ring,larson,prodcons --allocators glibc,mimalloc,sbma]`
+//! (`--allocators` for profiling one; ratios need all three).
 #![allow(unsafe_code, reason = "drives allocators through GlobalAlloc")]
 #![allow(missing_docs, reason = "a benchmark binary")]
 
@@ -169,6 +170,8 @@ struct Args {
     reps: usize,
     scale: f64,
     only: Vec<String>,
+    /// Run only these allocators (for profiling one of them).
+    allocators: Vec<String>,
 }
 
 fn args() -> Args {
@@ -176,6 +179,7 @@ fn args() -> Args {
         reps: 5,
         scale: 1.0,
         only: Vec::new(),
+        allocators: Vec::new(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -191,6 +195,10 @@ fn args() -> Args {
             }
             "--only" => {
                 a.only = argv[i + 1].split(',').map(str::to_owned).collect();
+                i += 1;
+            }
+            "--allocators" => {
+                a.allocators = argv[i + 1].split(',').map(str::to_owned).collect();
                 i += 1;
             }
             _ => {} // cargo bench passes --bench
@@ -258,8 +266,10 @@ fn main() {
         }
         let mut best = [Duration::MAX; 3];
         for _ in 0..args.reps {
-            for (i, (_, a)) in under.iter().enumerate() {
-                best[i] = best[i].min(f(*a));
+            for (i, (name, a)) in under.iter().enumerate() {
+                if args.allocators.is_empty() || args.allocators.iter().any(|n| n == name) {
+                    best[i] = best[i].min(f(*a));
+                }
             }
         }
         let rate = |d: Duration| *ops as f64 / d.as_secs_f64() / 1e6;

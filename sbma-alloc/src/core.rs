@@ -491,7 +491,7 @@ impl Core {
                 let m = self.spans.meta(s);
                 match self.heap_if_any() {
                     Some(h) if core::ptr::eq(m.owner.load(Relaxed), h) => {
-                        h.free_local(self, s, class, index, addr)
+                        h.free_local(self, s, m, class, index, addr)
                     }
                     _ => Heap::free_remote(&self.spans, s, m, index, addr),
                 }

@@ -42,9 +42,16 @@ pub(crate) struct ClassState {
     /// The address of that word's block 0, and the block size.
     base: AtomicUsize,
     block: AtomicUsize,
+    /// `claim_key(span, word)` of the claimed word.
+    key: AtomicU64,
     current: AtomicU32,
-    word: AtomicU32,
     avail: AtomicU32,
+}
+
+/// Names a bitmap word of a span.
+#[inline]
+fn claim_key(s: usize, w: usize) -> u64 {
+    (s as u64) << 32 | w as u64
 }
 
 impl ClassState {
@@ -204,17 +211,24 @@ impl Heap {
     /// Frees block `index` of span `s` (owned by this heap: the caller
     /// checked).
     #[inline]
-    pub fn free_local(&self, core: &Core, s: usize, class: usize, index: usize, addr: usize) {
+    pub fn free_local(
+        &self,
+        core: &Core,
+        s: usize,
+        m: &SpanMeta,
+        class: usize,
+        index: usize,
+        addr: usize,
+    ) {
         let t = &core.spans;
-        let m = t.meta(s);
         let (w, bit) = (index / 64, 1u64 << (index % 64));
-        let cs = &self.classes[class];
-        let local = t.word(s, false, w);
+        let [local, remote] = t.words(s, w);
         let bits = local.load(Relaxed);
-        let claimed = cs.current.load(Relaxed) == s as u32
-            && cs.word.load(Relaxed) == w as u32
-            && cs.bits.load(Relaxed) & bit != 0;
-        if bits & bit != 0 || claimed || t.word(s, true, w).load(Relaxed) & bit != 0 {
+        // Free already: in the bitmap, freed remotely and not collected, or
+        // in the word this heap claimed.
+        let cs = &self.classes[class];
+        let claimed = cs.key.load(Relaxed) == claim_key(s, w) && cs.bits.load(Relaxed) & bit != 0;
+        if (bits | remote.load(Relaxed)) & bit != 0 || claimed {
             fatal("free(): double free", addr);
         }
         local.store(bits | bit, Relaxed);
@@ -223,7 +237,8 @@ impl Heap {
         if (w as u32) < m.cursor.load(Relaxed) {
             m.cursor.store(w as u32, Relaxed);
         }
-        if cs.current.load(Relaxed) != s as u32 && (free == 1 || free == m.capacity.load(Relaxed)) {
+        // No longer full, or empty: a span that is not current changes list.
+        if (free == 1 || free == m.capacity.load(Relaxed)) && cs.current.load(Relaxed) != s as u32 {
             self.settle(core, s, m, class);
         }
     }
@@ -234,14 +249,15 @@ impl Heap {
         let (w, bit) = (index / 64, 1u64 << (index % 64));
         // The application handed this block over, so the owner's taking it
         // (clearing its bit) happened before: a set bit is a double free.
-        if t.word(s, false, w).load(Relaxed) & bit != 0 {
+        let [local, remote] = t.words(s, w);
+        if local.load(Relaxed) & bit != 0 {
             fatal("free(): double free", addr);
         }
         // From here until the span is queued, the owner may collect the bit
         // and find the span empty: `in_flight` keeps it from releasing the
         // span under us.
         m.in_flight.fetch_add(1, SeqCst);
-        if t.word(s, true, w).fetch_or(bit, SeqCst) & bit != 0 {
+        if remote.fetch_or(bit, SeqCst) & bit != 0 {
             fatal("free(): double free", addr);
         }
         if !m.queued.load(SeqCst) && !m.queued.swap(true, SeqCst) {
@@ -367,7 +383,7 @@ impl Heap {
             }
             let (i, m) = (s as usize, t.meta(s as usize));
             let bits = cs.bits.swap(0, Relaxed);
-            let w = cs.word.load(Relaxed) as usize;
+            let w = (cs.key.load(Relaxed) & 0xFFFF_FFFF) as usize;
             let local = t.word(i, false, w);
             local.store(local.load(Relaxed) | bits, Relaxed);
             owner_inc(&m.free, bits.count_ones() as i32);
@@ -396,7 +412,7 @@ fn claim_word(t: &SpanTable, cs: &ClassState, s: u32) -> bool {
             let block = m.block.load(Relaxed) as usize;
             cs.block.store(block, Relaxed);
             cs.base.store(t.addr(i) + w as usize * 64 * block, Relaxed);
-            cs.word.store(w, Relaxed);
+            cs.key.store(claim_key(i, w as usize), Relaxed);
             cs.bits.store(bits, Relaxed);
             return true;
         }

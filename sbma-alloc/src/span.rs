@@ -169,6 +169,16 @@ impl SpanTable {
         unsafe { &*self.metas.ptr().add(i * self.stride).cast::<SpanMeta>() }
     }
 
+    /// Bitmap words `w` of span `i`: `[local, remote]` (the free path
+    /// reads both; one bounds check).
+    #[inline]
+    pub fn words(&self, i: usize, w: usize) -> &[AtomicU64; 2] {
+        assert!(i < self.count && w < self.wmax);
+        let off = i * self.stride + size_of::<SpanMeta>() + 16 * w;
+        // SAFETY: as in `word`: both words are in bounds and aligned.
+        unsafe { &*self.metas.ptr().add(off).cast::<[AtomicU64; 2]>() }
+    }
+
     /// Bitmap word `w` of span `i`: its free bits if `!remote`, else its
     /// remotely freed bits.
     #[inline]
