@@ -253,10 +253,6 @@ impl Heap {
         if local.load(Relaxed) & bit != 0 {
             fatal("free(): double free", addr);
         }
-        // From here until the span is queued, the owner may collect the bit
-        // and find the span empty: `in_flight` keeps it from releasing the
-        // span under us.
-        m.in_flight.fetch_add(1, SeqCst);
         if remote.fetch_or(bit, SeqCst) & bit != 0 {
             fatal("free(): double free", addr);
         }
@@ -264,7 +260,6 @@ impl Heap {
             // Queued spans are never released, so the owner is stable.
             unsafe_heap_ref(m.owner.load(Acquire)).push_pending(t, s as u32);
         }
-        m.in_flight.fetch_sub(1, SeqCst);
     }
 
     fn push_pending(&self, t: &SpanTable, s: u32) {
@@ -326,12 +321,12 @@ impl Heap {
     /// it), on the available list if some are.
     fn settle(&self, core: &Core, s: usize, m: &SpanMeta, class: usize) {
         let free = m.free.load(Relaxed);
-        // No remote free may be between its bit and its queueing (it would
-        // queue a released span), and none queued and uncollected.
-        if free == m.capacity.load(Relaxed)
-            && m.in_flight.load(SeqCst) == 0
-            && !m.queued.load(SeqCst)
-        {
+        // An empty span is released *closed*: `queued` set by us, so a
+        // remote free still between its bit (which we collected) and its
+        // queueing finds the span queued and does not push it; a span that
+        // is queued already waits for its turn in the pending list.
+        // (`format_span` opens it again when it is reused.)
+        if free == m.capacity.load(Relaxed) && !m.queued.swap(true, SeqCst) {
             if m.in_avail.load(Relaxed) {
                 self.avail_remove(&core.spans, class, s as u32);
             }
@@ -436,7 +431,8 @@ pub(crate) fn format_span(t: &SpanTable, s: usize, heap: &Heap, class: usize, bl
     m.cursor.store(0, Relaxed);
     m.in_avail.store(false, Relaxed);
     m.owner.store(heap as *const Heap as *mut Heap, Release);
-    debug_assert!(!m.queued.load(Relaxed));
+    // Released spans stay closed (queued) until here: see `Heap::settle`.
+    m.queued.store(false, SeqCst);
     for w in 0..words {
         let left = capacity - w * 64;
         let bits = if left >= 64 {

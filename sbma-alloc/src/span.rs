@@ -68,12 +68,10 @@ pub(crate) struct SpanMeta {
     /// *runs*: the free run's pages may hold stale data (and memory).
     pub dirty: AtomicBool,
     /// Small: set once a remote free queued the span on its owner's
-    /// pending list, cleared by the owner before it collects.
+    /// pending list, cleared by the owner before it collects; set by the
+    /// owner when it releases the span (closed), cleared when the span is
+    /// formatted again.
     pub queued: AtomicBool,
-    /// Small: remote frees between their first step and their last (the
-    /// owner must not release the span while one is running: it could
-    /// still queue it).
-    pub in_flight: AtomicU32,
     /// *owner*: on the owner's available list for its class.
     pub in_avail: AtomicBool,
     /// Small: the owning heap (stable while any block is allocated).
