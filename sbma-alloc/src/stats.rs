@@ -122,3 +122,29 @@ impl SbmaAlloc {
         })
     }
 }
+
+impl SbmaAlloc {
+    /// The part of the arena ever used, `(first byte, bytes)`: every live
+    /// block lies inside it (for whole-heap operations such as touching or
+    /// evicting everything). `None` before the allocator started.
+    pub fn used(&self) -> Option<(*mut u8, usize)> {
+        let core = self.core()?;
+        let (top, _, _) = core.run_census();
+        Some((core.spans.base as *mut u8, top << core.spans.shift))
+    }
+
+    /// The live large objects (above 16 KiB): `(address, usable bytes)`.
+    pub fn large_objects(&self) -> Vec<(*mut u8, usize)> {
+        let Some(core) = self.core() else {
+            return Vec::new();
+        };
+        let (top, _, _) = core.run_census();
+        (0..top)
+            .filter(|&s| core.spans.kind(s).load(Relaxed) == crate::span::kind::LARGE)
+            .filter_map(|s| {
+                let p = core.spans.addr(s) as *mut u8;
+                core.usable_size(p).map(|n| (p, n))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,422 @@
+//! The modern C API: explicit instances (`sbma_t`), configured by a struct,
+//! with the malloc family, paging control and statistics.
+//!
+//! Every function returns an `sbma_result` (or, for the malloc family,
+//! NULL with `errno` set), checks its pointer arguments, and cannot unwind
+//! into C.
+//!
+//! # Safety
+//! Pointers come from C; each function's `# Safety` says what it needs.
+#![allow(unsafe_code, reason = "the C ABI")]
+
+use crate::result::{boundary, fail, sbma_result, set_last_error};
+use core::ffi::{CStr, c_char, c_int, c_void};
+use sbma_alloc::SbmaAlloc;
+use sbma_alloc::sbma_pager::{Access, Pager, PolicyKind};
+
+/// An allocator instance: its own budget, arena and backing file.
+#[allow(non_camel_case_types, reason = "C naming")]
+pub struct sbma_t {
+    pub(crate) alloc: SbmaAlloc,
+}
+
+/// The eviction policy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types, reason = "C naming")]
+pub enum sbma_policy {
+    /// Second chance (the default).
+    SBMA_POLICY_CLOCK = 0,
+    /// Least recently used.
+    SBMA_POLICY_LRU = 1,
+    /// First in, first out.
+    SBMA_POLICY_FIFO = 2,
+    /// Evict everything when full.
+    SBMA_POLICY_ALL = 3,
+}
+
+/// Reads only, or reads and writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types, reason = "C naming")]
+pub enum sbma_access {
+    /// The memory will be read.
+    SBMA_READ = 0,
+    /// The memory will be written (and read).
+    SBMA_WRITE = 1,
+}
+
+impl From<sbma_access> for Access {
+    fn from(a: sbma_access) -> Access {
+        match a {
+            sbma_access::SBMA_READ => Access::Read,
+            sbma_access::SBMA_WRITE => Access::Write,
+        }
+    }
+}
+
+/// Settings of an instance. Start from `sbma_config_default`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types, reason = "C naming")]
+pub struct sbma_config {
+    /// Resident-memory budget in bytes.
+    pub budget: usize,
+    /// SBMA page size in bytes (a power of two, at least the system page).
+    pub page_size: usize,
+    /// Address space reserved for the instance's heap, in bytes.
+    pub arena_size: usize,
+    /// Directory of the (unlinked) backing file; NULL: `$TMPDIR` or /tmp.
+    pub dir: *const c_char,
+    /// Eviction policy.
+    pub policy: sbma_policy,
+    /// Background write-back and prefetch threads (1) or none (0).
+    pub background_io: c_int,
+}
+
+/// Fills `cfg` with the defaults: 256 MiB budget, 16 KiB pages, 16 GiB of
+/// address space, `$TMPDIR`, CLOCK, background I/O.
+///
+/// # Safety
+/// `cfg` is NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_config_default(cfg: *mut sbma_config) -> sbma_result {
+    if cfg.is_null() {
+        return sbma_result::SBMA_NULL_PARAMETER;
+    }
+    // SAFETY: checked non-null; the caller's contract.
+    unsafe {
+        cfg.write(sbma_config {
+            budget: sbma_alloc::sbma_pager::DEFAULT_BUDGET,
+            page_size: sbma_alloc::sbma_pager::DEFAULT_PAGE_SIZE,
+            arena_size: 16 << 30,
+            dir: core::ptr::null(),
+            policy: sbma_policy::SBMA_POLICY_CLOCK,
+            background_io: 1,
+        })
+    };
+    sbma_result::SBMA_OK
+}
+
+/// Builds the pager settings of `cfg`.
+///
+/// # Safety
+/// `cfg.dir` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn pager_builder(
+    cfg: &sbma_config,
+) -> Result<sbma_alloc::sbma_pager::PagerBuilder, sbma_result> {
+    let mut b = Pager::builder()
+        .budget(cfg.budget)
+        .page_size(cfg.page_size)
+        .max_size(cfg.arena_size)
+        .background_io(cfg.background_io != 0)
+        .policy(match cfg.policy {
+            sbma_policy::SBMA_POLICY_CLOCK => PolicyKind::Clock,
+            sbma_policy::SBMA_POLICY_LRU => PolicyKind::Lru,
+            sbma_policy::SBMA_POLICY_FIFO => PolicyKind::Fifo,
+            sbma_policy::SBMA_POLICY_ALL => PolicyKind::EvictAll,
+        });
+    if !cfg.dir.is_null() {
+        // SAFETY: the caller's contract.
+        let dir = unsafe { CStr::from_ptr(cfg.dir) };
+        let Ok(dir) = dir.to_str() else {
+            set_last_error("the directory is not valid UTF-8");
+            return Err(sbma_result::SBMA_INVALID_CONFIG);
+        };
+        b = b.dir(dir);
+    }
+    Ok(b)
+}
+
+/// Creates an instance; `*out` receives it (NULL on failure, with the
+/// reason in `sbma_last_error`).
+///
+/// # Safety
+/// `cfg` points to a valid `sbma_config`; `out` is valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_new(cfg: *const sbma_config, out: *mut *mut sbma_t) -> sbma_result {
+    if cfg.is_null() || out.is_null() {
+        return sbma_result::SBMA_NULL_PARAMETER;
+    }
+    boundary(sbma_result::SBMA_INTERNAL, || {
+        // SAFETY: checked non-null; the caller's contract.
+        unsafe { out.write(core::ptr::null_mut()) };
+        // SAFETY: as above.
+        let builder = match unsafe { pager_builder(&*cfg) } {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        match SbmaAlloc::builder().pager(builder).build() {
+            Ok(alloc) => {
+                let h = Box::into_raw(Box::new(sbma_t { alloc }));
+                // SAFETY: as above.
+                unsafe { out.write(h) };
+                sbma_result::SBMA_OK
+            }
+            Err(e) => {
+                set_last_error(&e.to_string());
+                (&e).into()
+            }
+        }
+    })
+}
+
+/// Destroys an instance: every block it handed out is gone, memory and
+/// backing file are released. NULL is ignored.
+///
+/// # Safety
+/// `h` came from `sbma_new` and is not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_destroy(h: *mut sbma_t) {
+    if !h.is_null() {
+        // SAFETY: the caller's contract.
+        boundary((), || drop(unsafe { Box::from_raw(h) }));
+    }
+}
+
+/// The instance behind `h`, or NULL-parameter.
+fn inst<'a>(h: *const sbma_t) -> Result<&'a sbma_t, sbma_result> {
+    // SAFETY: a non-null `h` came from `sbma_new` and is alive (every
+    // function's contract).
+    unsafe { h.as_ref() }.ok_or(sbma_result::SBMA_NULL_PARAMETER)
+}
+
+/// `malloc` in instance `h`: NULL with `errno = ENOMEM` on failure.
+///
+/// # Safety
+/// `h` is a live instance.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_malloc(h: *mut sbma_t, size: usize) -> *mut c_void {
+    inst(h).map_or(core::ptr::null_mut(), |i| i.alloc.malloc(size).cast())
+}
+
+/// `calloc` in instance `h` (overflow-checked).
+///
+/// # Safety
+/// `h` is a live instance.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_calloc(h: *mut sbma_t, n: usize, size: usize) -> *mut c_void {
+    inst(h).map_or(core::ptr::null_mut(), |i| i.alloc.calloc(n, size).cast())
+}
+
+/// `realloc` in instance `h`.
+///
+/// # Safety
+/// `h` is a live instance; `p` is NULL or a live block of it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_realloc(h: *mut sbma_t, p: *mut c_void, size: usize) -> *mut c_void {
+    inst(h).map_or(core::ptr::null_mut(), |i| {
+        // SAFETY: the caller's contract.
+        unsafe { i.alloc.realloc(p.cast(), size) }.cast()
+    })
+}
+
+/// `aligned_alloc` in instance `h`.
+///
+/// # Safety
+/// `h` is a live instance.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_aligned_alloc(
+    h: *mut sbma_t,
+    align: usize,
+    size: usize,
+) -> *mut c_void {
+    inst(h).map_or(core::ptr::null_mut(), |i| {
+        i.alloc.aligned_alloc(align, size).cast()
+    })
+}
+
+/// `free` in instance `h` (NULL ignored; a bad pointer aborts with one
+/// line, like glibc).
+///
+/// # Safety
+/// `h` is a live instance; `p` is NULL or a live block of it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_free(h: *mut sbma_t, p: *mut c_void) {
+    if let Ok(i) = inst(h) {
+        // SAFETY: the caller's contract.
+        unsafe { i.alloc.free(p.cast()) }
+    }
+}
+
+/// The usable size of a block of `h` (0 for NULL or a foreign pointer).
+///
+/// # Safety
+/// `h` is a live instance; `p` is NULL or a live block.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_usable_size(h: *mut sbma_t, p: *const c_void) -> usize {
+    // SAFETY: the caller's contract.
+    inst(h).map_or(0, |i| unsafe { i.alloc.usable_size(p.cast()) }.unwrap_or(0))
+}
+
+/// Runs `f` on the pager of `h` inside the boundary.
+fn with_pager(h: *const sbma_t, f: impl FnOnce(&Pager) -> sbma_result) -> sbma_result {
+    boundary(sbma_result::SBMA_INTERNAL, || match inst(h) {
+        Ok(i) => i.alloc.pager().map_or(sbma_result::SBMA_NOT_INITIALIZED, f),
+        Err(e) => e,
+    })
+}
+
+/// Makes `[addr, addr + len)` resident for `access` (SBMA's `mtouch`).
+///
+/// # Safety
+/// `h` is a live instance.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_touch(
+    h: *mut sbma_t,
+    addr: *const c_void,
+    len: usize,
+    access: sbma_access,
+) -> sbma_result {
+    with_pager(h, |p| {
+        p.touch(addr.cast(), len, access.into())
+            .map_or_else(|e| fail(&e), |()| sbma_result::SBMA_OK)
+    })
+}
+
+/// Writes back and drops the pages covering `[addr, addr + len)`;
+/// `*evicted` (if not NULL) receives how many pages left memory.
+///
+/// # Safety
+/// `h` is a live instance; `evicted` is NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_evict(
+    h: *mut sbma_t,
+    addr: *const c_void,
+    len: usize,
+    evicted: *mut usize,
+) -> sbma_result {
+    with_pager(h, |p| match p.evict(addr.cast(), len) {
+        Ok(n) => {
+            if !evicted.is_null() {
+                // SAFETY: the caller's contract.
+                unsafe { evicted.write(n) };
+            }
+            sbma_result::SBMA_OK
+        }
+        Err(e) => fail(&e),
+    })
+}
+
+/// Writes back and drops every resident page of `h`.
+///
+/// # Safety
+/// `h` is a live instance; `evicted` is NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_evict_all(h: *mut sbma_t, evicted: *mut usize) -> sbma_result {
+    with_pager(h, |p| match p.evict_all() {
+        Ok(n) => {
+            if !evicted.is_null() {
+                // SAFETY: the caller's contract.
+                unsafe { evicted.write(n) };
+            }
+            sbma_result::SBMA_OK
+        }
+        Err(e) => fail(&e),
+    })
+}
+
+/// Discards the pages lying entirely inside `[addr, addr + len)` (zeros
+/// next time, never written back; SBMA's `mclear`).
+///
+/// # Safety
+/// `h` is a live instance.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_clear(
+    h: *mut sbma_t,
+    addr: *const c_void,
+    len: usize,
+) -> sbma_result {
+    with_pager(h, |p| {
+        p.clear(addr.cast(), len)
+            .map_or_else(|e| fail(&e), |()| sbma_result::SBMA_OK)
+    })
+}
+
+/// 1 if `addr` is in the heap of `h`, else 0 (SBMA's `mexist`).
+///
+/// # Safety
+/// `h` is a live instance or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_exists(h: *mut sbma_t, addr: *const c_void) -> c_int {
+    inst(h).map_or(0, |i| c_int::from(i.alloc.owns(addr.cast())))
+}
+
+/// Statistics of an instance.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(non_camel_case_types, reason = "C naming")]
+pub struct sbma_stats {
+    /// Faults on pages that were read.
+    pub read_faults: u64,
+    /// Faults on pages that were written.
+    pub write_faults: u64,
+    /// Pages read from the backing file.
+    pub pages_read: u64,
+    /// Pages written to the backing file.
+    pub pages_written: u64,
+    /// Pages that left memory.
+    pub pages_evicted: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Nanoseconds spent reading.
+    pub read_ns: u64,
+    /// Nanoseconds spent writing.
+    pub write_ns: u64,
+    /// Bytes resident now.
+    pub resident: u64,
+    /// Bytes resident and dirty now.
+    pub dirty: u64,
+    /// The most bytes resident at once.
+    pub peak_resident: u64,
+    /// The budget in bytes.
+    pub budget: u64,
+    /// Bytes in live small blocks.
+    pub small_bytes: u64,
+    /// Bytes of spans held by large objects.
+    pub large_bytes: u64,
+}
+
+/// Fills `*out` with the statistics of `h`.
+///
+/// # Safety
+/// `h` is a live instance; `out` is valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_stats_get(h: *mut sbma_t, out: *mut sbma_stats) -> sbma_result {
+    if out.is_null() {
+        return sbma_result::SBMA_NULL_PARAMETER;
+    }
+    boundary(sbma_result::SBMA_INTERNAL, || {
+        let i = match inst(h) {
+            Ok(i) => i,
+            Err(e) => return e,
+        };
+        let Some(s) = i.alloc.stats() else {
+            return sbma_result::SBMA_NOT_INITIALIZED;
+        };
+        let p = &s.pager;
+        // SAFETY: checked non-null; the caller's contract.
+        unsafe {
+            out.write(sbma_stats {
+                read_faults: p.read_faults,
+                write_faults: p.write_faults,
+                pages_read: p.pages_read,
+                pages_written: p.pages_written,
+                pages_evicted: p.pages_evicted,
+                bytes_read: p.bytes_read,
+                bytes_written: p.bytes_written,
+                read_ns: p.read_ns,
+                write_ns: p.write_ns,
+                resident: p.resident,
+                dirty: p.dirty,
+                peak_resident: p.peak_resident,
+                budget: p.budget,
+                small_bytes: s.small_bytes,
+                large_bytes: s.large_bytes as u64,
+            })
+        };
+        sbma_result::SBMA_OK
+    })
+}

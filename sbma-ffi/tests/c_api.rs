@@ -1,0 +1,65 @@
+//! C programs compiled with `cc` against `include/sbma.h`, linked with the
+//! `libsbma` this build produced, and run: the original SBMA API and the
+//! modern one, every function, real faults and real files.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The directory holding `libsbma.so` (the test binary's grandparent:
+/// `target/<profile>`).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn compile_and_run(name: &str) -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let lib = lib_dir();
+    assert!(
+        lib.join("libsbma.so").exists(),
+        "libsbma.so not built in {}",
+        lib.display()
+    );
+    let out_dir = std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    let exe = out_dir.join(format!("sbma-c-{name}-{}", std::process::id()));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-D_GNU_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O1",
+        ])
+        .arg(format!("-I{dir}/include"))
+        .arg(format!("{dir}/tests/c/{name}.c"))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lsbma")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(status.success(), "{name}.c does not compile against sbma.h");
+    let out = Command::new(&exe).output().unwrap();
+    let _ = std::fs::remove_file(&exe);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn original_sbma_api() {
+    assert!(compile_and_run("original").contains("original API: ok"));
+}
+
+#[test]
+fn modern_api() {
+    assert!(compile_and_run("modern").contains("modern API: ok"));
+}
