@@ -149,6 +149,11 @@ pub unsafe extern "C" fn sbma_new(cfg: *const sbma_config, out: *mut *mut sbma_t
         match SbmaAlloc::builder().pager(builder).build() {
             Ok(alloc) => {
                 let h = Box::into_raw(Box::new(sbma_t { alloc }));
+                if !crate::io::register(h) {
+                    set_last_error(
+                        "more than 64 live instances: libc I/O into this one is not wrapped",
+                    );
+                }
                 // SAFETY: as above.
                 unsafe { out.write(h) };
                 sbma_result::SBMA_OK
@@ -169,6 +174,7 @@ pub unsafe extern "C" fn sbma_new(cfg: *const sbma_config, out: *mut *mut sbma_t
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sbma_destroy(h: *mut sbma_t) {
     if !h.is_null() {
+        crate::io::unregister(h);
         // SAFETY: the caller's contract.
         boundary((), || drop(unsafe { Box::from_raw(h) }));
     }

@@ -5,11 +5,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The directory holding `libsbma.so` (the test binary's grandparent:
-/// `target/<profile>`).
+/// The directory holding the `libsbma.so` of this very build: the test
+/// binary's own (`target/<profile>/deps`). `cargo test` rebuilds it there
+/// but does not copy it to `target/<profile>` (only `cargo build` does), so
+/// a library found there could be stale.
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    exe.parent().unwrap().to_path_buf()
 }
 
 fn compile_and_run(name: &str) -> String {
@@ -42,7 +44,12 @@ fn compile_and_run(name: &str) -> String {
         .status()
         .unwrap_or_else(|e| panic!("running {cc}: {e}"));
     assert!(status.success(), "{name}.c does not compile against sbma.h");
-    let out = Command::new(&exe).output().unwrap();
+    // cargo's LD_LIBRARY_PATH (searched before the rpath) may name
+    // `target/<profile>`, where an older libsbma.so can lie: point it here.
+    let out = Command::new(&exe)
+        .env("LD_LIBRARY_PATH", &lib)
+        .output()
+        .unwrap();
     let _ = std::fs::remove_file(&exe);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -62,4 +69,9 @@ fn original_sbma_api() {
 #[test]
 fn modern_api() {
     assert!(compile_and_run("modern").contains("modern API: ok"));
+}
+
+#[test]
+fn libc_io_on_evicted_memory() {
+    assert!(compile_and_run("io").contains("libc I/O: ok"));
 }

@@ -1,0 +1,397 @@
+//! libc I/O on storage-backed memory, wrapped as the original SBMA did:
+//! `libsbma` exports `read`, `write`, `fread`, `stat`, ... so a C program
+//! linked with it gets correct results when it passes managed memory to
+//! them, instead of `EFAULT` (the kernel does not fault pages in for the
+//! signal backend: `read(2)` into an evicted buffer would fail, and from a
+//! pipe or socket the bytes could be lost).
+//!
+//! Each wrapper checks whether its buffer lies in a live sbma heap (the
+//! process-wide instance and every `sbma_new` instance); if so it pins the
+//! buffer resident for the call (`Pager::prepare_for_kernel`: for buffers
+//! the kernel writes, old contents are loaded first, so a short read leaves
+//! the bytes beyond it intact), in chunks of at most a quarter of the
+//! budget (a buffer larger than memory is transferred piecewise, with the
+//! semantics of several calls: it may stop short, as `read` may). Other
+//! buffers go straight to libc's function, found with `dlsym(RTLD_NEXT)`.
+//!
+//! # Safety
+//! The wrappers have libc's contracts; they only forward pointers.
+#![allow(unsafe_code, reason = "libc's I/O functions, forwarded")]
+#![allow(non_snake_case, reason = "libc names")]
+
+use crate::api::sbma_t;
+use core::ffi::{c_char, c_int, c_void};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use sbma_alloc::sbma_pager::{Access, KernelGuard};
+
+/// Live instances of the modern API (the wrappers look in them).
+static INSTANCES: [AtomicPtr<sbma_t>; 64] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 64];
+
+/// Records a new instance (false if 64 are already live: its memory then
+/// gets no I/O wrapping).
+pub(crate) fn register(h: *mut sbma_t) -> bool {
+    INSTANCES.iter().any(|slot| {
+        slot.compare_exchange(
+            core::ptr::null_mut(),
+            h,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_ok()
+    })
+}
+
+/// Forgets an instance before it is destroyed.
+pub(crate) fn unregister(h: *mut sbma_t) {
+    for slot in &INSTANCES {
+        let _ = slot.compare_exchange(
+            h,
+            core::ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Calls `f` with the instance whose heap holds `p`, if any.
+fn owner_of<R>(p: *const c_void, f: impl FnOnce(&sbma_t) -> R) -> Option<R> {
+    let global = crate::legacy::sbma_global();
+    let candidates =
+        core::iter::once(global).chain(INSTANCES.iter().map(|s| s.load(Ordering::Acquire)));
+    for h in candidates {
+        // SAFETY: registered instances are alive until unregistered, and
+        // using memory of an instance while destroying it is the caller's
+        // error, as with free.
+        if let Some(i) = unsafe { h.as_ref() } {
+            if i.alloc.owns(p.cast()) {
+                return Some(f(i));
+            }
+        }
+    }
+    None
+}
+
+/// The most bytes one chunk pins: a quarter of the owner's budget.
+fn chunk_of(i: &sbma_t) -> usize {
+    i.alloc.pager().map_or(usize::MAX, |p| {
+        (p.stats().budget as usize / 4).max(p.page_size())
+    })
+}
+
+/// Pins `[p, p + len)` for the kernel if it is managed memory: `Some(None)`
+/// when it is not ours, `Some(Some(guard))` when pinned; `None` when
+/// pinning failed (errno set to `EFAULT`, as the kernel would have).
+fn pin(p: *const c_void, len: usize, access: Access) -> Option<Option<KernelGuard>> {
+    if p.is_null() || len == 0 {
+        return Some(None);
+    }
+    match owner_of(p, |i| {
+        i.alloc
+            .pager()
+            .map(|pg| pg.prepare_for_kernel(p.cast(), len, access))
+    }) {
+        None | Some(None) => Some(None),
+        Some(Some(Ok(g))) => Some(Some(g)),
+        Some(Some(Err(_))) => {
+            // SAFETY: this thread's errno slot.
+            unsafe { *libc::__errno_location() = libc::EFAULT };
+            None
+        }
+    }
+}
+
+/// The chunk size for a transfer of `len` bytes at `p` (`len` itself when
+/// the memory is not ours).
+fn chunk(p: *const c_void, len: usize) -> usize {
+    owner_of(p, chunk_of).unwrap_or(len).max(1)
+}
+
+/// libc's own `name`, found once.
+macro_rules! real {
+    ($name:literal, $ty:ty) => {{
+        static CACHE: AtomicUsize = AtomicUsize::new(0);
+        let mut f = CACHE.load(Ordering::Relaxed);
+        if f == 0 {
+            // SAFETY: looking up a libc symbol by its NUL-terminated name.
+            f = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) }
+                as usize;
+            assert!(f != 0, concat!("sbma: libc has no ", $name));
+            CACHE.store(f, Ordering::Relaxed);
+        }
+        // SAFETY: the symbol is libc's function of this type.
+        unsafe { core::mem::transmute::<usize, $ty>(f) }
+    }};
+}
+
+type ReadFn = unsafe extern "C" fn(c_int, *mut c_void, usize) -> isize;
+type WriteFn = unsafe extern "C" fn(c_int, *const c_void, usize) -> isize;
+type PreadFn = unsafe extern "C" fn(c_int, *mut c_void, usize, i64) -> isize;
+type PwriteFn = unsafe extern "C" fn(c_int, *const c_void, usize, i64) -> isize;
+type RecvFn = unsafe extern "C" fn(c_int, *mut c_void, usize, c_int) -> isize;
+type SendFn = unsafe extern "C" fn(c_int, *const c_void, usize, c_int) -> isize;
+type FreadFn = unsafe extern "C" fn(*mut c_void, usize, usize, *mut libc::FILE) -> usize;
+type FwriteFn = unsafe extern "C" fn(*const c_void, usize, usize, *mut libc::FILE) -> usize;
+type FgetsFn = unsafe extern "C" fn(*mut c_char, c_int, *mut libc::FILE) -> *mut c_char;
+type StatFn = unsafe extern "C" fn(*const c_char, *mut libc::stat) -> c_int;
+type FstatFn = unsafe extern "C" fn(c_int, *mut libc::stat) -> c_int;
+
+/// Transfers `len` bytes at `buf` in chunks: `op(ptr, n, done)` moves up to
+/// `n` bytes, returning how many (or -1); stops at a short transfer.
+fn chunked(
+    buf: *const c_void,
+    len: usize,
+    access: Access,
+    mut op: impl FnMut(*const c_void, usize, usize) -> isize,
+) -> isize {
+    let step = chunk(buf, len);
+    let mut done = 0usize;
+    while done < len || len == 0 {
+        let p = buf.cast::<u8>().wrapping_add(done).cast::<c_void>();
+        let n = step.min(len - done);
+        let Some(_guard) = pin(p, n, access) else {
+            return if done > 0 { done as isize } else { -1 };
+        };
+        let r = op(p, n, done);
+        if r < 0 {
+            return if done > 0 { done as isize } else { r };
+        }
+        done += r as usize;
+        if (r as usize) < n || len == 0 {
+            break;
+        }
+    }
+    done as isize
+}
+
+/// `read(2)` into managed memory works (see the module doc).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: usize) -> isize {
+    let f = real!("read", ReadFn);
+    // SAFETY: forwarded within the caller's buffer.
+    chunked(buf, len, Access::Write, |p, n, _| unsafe {
+        f(fd, p.cast_mut(), n)
+    })
+}
+
+/// `write(2)` from managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: usize) -> isize {
+    let f = real!("write", WriteFn);
+    // SAFETY: forwarded within the caller's buffer.
+    chunked(buf, len, Access::Read, |p, n, _| unsafe { f(fd, p, n) })
+}
+
+/// `pread(2)` into managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, len: usize, off: i64) -> isize {
+    let f = real!("pread", PreadFn);
+    // SAFETY: forwarded within the caller's buffer.
+    chunked(buf, len, Access::Write, |p, n, done| unsafe {
+        f(fd, p.cast_mut(), n, off + done as i64)
+    })
+}
+
+/// `pread64` (the same on 64-bit Linux).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, len: usize, off: i64) -> isize {
+    // SAFETY: the same function.
+    unsafe { pread(fd, buf, len, off) }
+}
+
+/// `pwrite(2)` from managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, len: usize, off: i64) -> isize {
+    let f = real!("pwrite", PwriteFn);
+    // SAFETY: forwarded within the caller's buffer.
+    chunked(buf, len, Access::Read, |p, n, done| unsafe {
+        f(fd, p, n, off + done as i64)
+    })
+}
+
+/// `pwrite64` (the same on 64-bit Linux).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, len: usize, off: i64) -> isize {
+    // SAFETY: the same function.
+    unsafe { pwrite(fd, buf, len, off) }
+}
+
+/// `recv(2)` into managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize {
+    let f = real!("recv", RecvFn);
+    // SAFETY: forwarded within the caller's buffer.
+    chunked(buf, len, Access::Write, |p, n, _| unsafe {
+        f(fd, p.cast_mut(), n, flags)
+    })
+}
+
+/// `send(2)` from managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize {
+    let f = real!("send", SendFn);
+    // SAFETY: forwarded within the caller's buffer.
+    chunked(buf, len, Access::Read, |p, n, _| unsafe {
+        f(fd, p, n, flags)
+    })
+}
+
+/// `fread(3)` into managed memory works (whole elements per chunk).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fread(
+    buf: *mut c_void,
+    size: usize,
+    n: usize,
+    file: *mut libc::FILE,
+) -> usize {
+    let f = real!("fread", FreadFn);
+    stdio_chunked(buf, size, n, Access::Write, |p, k| {
+        // SAFETY: forwarded within the caller's buffer.
+        unsafe { f(p.cast_mut(), size, k, file) }
+    })
+}
+
+/// `fwrite(3)` from managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fwrite(
+    buf: *const c_void,
+    size: usize,
+    n: usize,
+    file: *mut libc::FILE,
+) -> usize {
+    let f = real!("fwrite", FwriteFn);
+    stdio_chunked(buf, size, n, Access::Read, |p, k| {
+        // SAFETY: forwarded within the caller's buffer.
+        unsafe { f(p, size, k, file) }
+    })
+}
+
+/// `fread`/`fwrite` in chunks of whole elements.
+fn stdio_chunked(
+    buf: *const c_void,
+    size: usize,
+    n: usize,
+    access: Access,
+    mut op: impl FnMut(*const c_void, usize) -> usize,
+) -> usize {
+    let Some(total) = size.checked_mul(n).filter(|&t| t > 0) else {
+        return op(buf, n);
+    };
+    let per = (chunk(buf, total) / size).max(1);
+    let mut done = 0;
+    while done < n {
+        let k = per.min(n - done);
+        let p = buf.cast::<u8>().wrapping_add(done * size).cast::<c_void>();
+        let Some(_guard) = pin(p, k * size, access) else {
+            return done;
+        };
+        let r = op(p, k);
+        done += r;
+        if r < k {
+            break;
+        }
+    }
+    done
+}
+
+/// `fgets(3)` into managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fgets(buf: *mut c_char, n: c_int, file: *mut libc::FILE) -> *mut c_char {
+    let f = real!("fgets", FgetsFn);
+    let Some(_guard) = pin(buf.cast(), n.max(0) as usize, Access::Write) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: forwarded.
+    unsafe { f(buf, n, file) }
+}
+
+/// Pins a path string (in managed memory or not) for the kernel.
+fn pin_path(path: *const c_char) -> Option<Option<KernelGuard>> {
+    if path.is_null() {
+        return Some(None);
+    }
+    // SAFETY: a NUL-terminated string (libc's contract); reading it from
+    // user space faults it in as needed.
+    let len = unsafe { libc::strlen(path) } + 1;
+    pin(path.cast(), len, Access::Read)
+}
+
+/// `stat(2)` with the path or the result in managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn stat(path: *const c_char, st: *mut libc::stat) -> c_int {
+    let f = real!("stat", StatFn);
+    let (Some(_p), Some(_s)) = (
+        pin_path(path),
+        pin(st.cast(), size_of::<libc::stat>(), Access::Write),
+    ) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(path, st) }
+}
+
+/// `lstat(2)`, as `stat`.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lstat(path: *const c_char, st: *mut libc::stat) -> c_int {
+    let f = real!("lstat", StatFn);
+    let (Some(_p), Some(_s)) = (
+        pin_path(path),
+        pin(st.cast(), size_of::<libc::stat>(), Access::Write),
+    ) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(path, st) }
+}
+
+/// `fstat(2)` with the result in managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
+    let f = real!("fstat", FstatFn);
+    let Some(_s) = pin(st.cast(), size_of::<libc::stat>(), Access::Write) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(fd, st) }
+}
