@@ -1,10 +1,11 @@
 //! `sbma`: the command-line front end.
 //!
 //! - `sbma demo [options]`: the out-of-core demo (README's main job).
-//! - `sbma run -- prog args`: run a program under the preload shim
-//!   (issue 5; refuses with a clear message until then).
+//! - `sbma run [options] -- prog args`: run an unmodified program under the
+//!   preload shim.
 
 mod demo;
+mod run;
 
 use std::process::ExitCode;
 
@@ -17,8 +18,12 @@ commands:
         storage-backed memory, verify every byte and print the statistics.
         Defaults: --size 1G --budget 128M --page-size 64K --policy clock.
         --sim runs the same workload on the core's in-process model.
-  run -- PROG [ARGS...]
-        run an unmodified program on storage-backed memory (not available yet)
+  run [--budget B] [--page-size P] [--policy NAME] [--dir D] [--min-size S]
+      [--stats[=json]] -- PROG [ARGS...]
+        run an unmodified program with its heap on storage-backed memory
+        (the LD_PRELOAD shim); the program's exit status is passed through;
+        --stats prints faults, bytes in/out, peak resident and I/O time at
+        exit (of every process of the program)
   help  print this text
 
 sizes accept K, M, G, T suffixes (powers of 1024); policies: clock, lru, fifo, all";
@@ -28,7 +33,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::Options::parse(&args[1..]).and_then(demo::run),
         Some("run") => {
-            Err("`sbma run` needs the LD_PRELOAD shim, which is not built yet (issue 5)".into())
+            return match run::Options::parse(&args[1..]).and_then(run::run) {
+                Ok(code) => code,
+                Err(msg) => {
+                    eprintln!("sbma: {msg}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");

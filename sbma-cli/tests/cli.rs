@@ -80,7 +80,20 @@ fn bad_input_is_a_one_line_error() {
             &["demo", "--frobnicate", "1"][..],
             "unknown option --frobnicate",
         ),
-        (&["run", "--", "true"][..], "not built yet"),
+        (
+            &["run", "--budget", "lots", "--", "true"][..],
+            "--budget `lots`",
+        ),
+        (
+            &["run", "--policy", "lfu", "--", "true"][..],
+            "--policy `lfu`",
+        ),
+        (&["run", "--stats=xml", "--", "true"][..], "--stats=`xml`"),
+        (&["run", "--budget", "16M"][..], "run needs a program"),
+        (
+            &["run", "--", "/nonexistent/prog"][..],
+            "cannot run `/nonexistent/prog`",
+        ),
         (&["bogus"][..], "unknown command `bogus`"),
         (&[][..], "no command given"),
     ] {
@@ -95,4 +108,60 @@ fn bad_input_is_a_one_line_error() {
     let (code, out, _) = sbma(&["help"]);
     assert_eq!(code, 0);
     assert!(out.contains("usage: sbma"));
+}
+
+/// The shim this build made, where `sbma run` looks for it (its build tree).
+fn shim_built() -> bool {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_sbma"));
+    let dir = exe.parent().unwrap();
+    let found =
+        dir.join("deps/libsbma_interpose.so").exists() || dir.join("libsbma_interpose.so").exists();
+    assert!(
+        found,
+        "libsbma_interpose.so is not built: run `cargo test --workspace` (or build sbma-interpose)"
+    );
+    found
+}
+
+#[test]
+fn run_passes_the_exit_status_through() {
+    assert!(shim_built());
+    let (code, _, _) = sbma(&["run", "--", "/bin/sh", "-c", "exit 7"]);
+    assert_eq!(code, 7);
+    let (code, _, _) = sbma(&["run", "--", "/bin/sh", "-c", "kill -TERM $$"]);
+    assert_eq!(code, 128 + 15, "death by SIGTERM");
+}
+
+#[test]
+fn run_puts_a_program_heap_on_disk_and_reports_it() {
+    assert!(shim_built());
+    let python = "/usr/bin/python3";
+    if !std::path::Path::new(python).exists() {
+        println!("skipped: {python} is not installed (.ci/run installs it)");
+        return;
+    }
+    let script = "x = [bytes([i % 256]) * 1000 for i in range(80000)]; print(sum(b[0] for b in x))";
+    let expected = (0..80000u64).map(|i| i % 256).sum::<u64>().to_string();
+    let (code, out, err) = sbma(&[
+        "run", "--budget", "16M", "--stats", "--", python, "-c", script,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), expected);
+    let line = err
+        .lines()
+        .rfind(|l| l.starts_with("sbma: ") && l.contains("pages evicted"))
+        .unwrap_or_default();
+    let evicted: u64 = line
+        .split(", ")
+        .find(|f| f.ends_with("pages evicted"))
+        .and_then(|f| f.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(evicted > 1000, "80 MB through 16 MiB must page: {line}");
+    let (code, _, err) = sbma(&["run", "--stats=json", "--", python, "-c", "pass"]);
+    assert_eq!(code, 0);
+    assert!(
+        err.lines().any(|l| l.starts_with("{\"read_faults\":")),
+        "{err}"
+    );
 }

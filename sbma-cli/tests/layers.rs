@@ -11,9 +11,9 @@ const LAYERS: &[(&str, &str, u32)] = &[
     ("sbma-pager", "sbma-pager", 1),
     ("sbma-alloc", "sbma-alloc", 2),
     ("sbma-ffi", "sbma-ffi", 3),
-    ("sbma-interpose", "sbma-interpose", 3),
-    ("sbma-cli", "sbma-cli", 4),
-    ("benches", "sbma-benches", 5),
+    ("sbma-interpose", "sbma-interpose", 4),
+    ("sbma-cli", "sbma-cli", 5),
+    ("benches", "sbma-benches", 6),
 ];
 
 fn rank(name: &str) -> Option<u32> {

@@ -22,6 +22,7 @@
 use crate::api::sbma_t;
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use sbma_alloc::SbmaAlloc;
 use sbma_alloc::sbma_pager::{Access, KernelGuard};
 
 /// Live instances of the modern API (the wrappers look in them).
@@ -53,8 +54,25 @@ pub(crate) fn unregister(h: *mut sbma_t) {
     }
 }
 
-/// Calls `f` with the instance whose heap holds `p`, if any.
-fn owner_of<R>(p: *const c_void, f: impl FnOnce(&sbma_t) -> R) -> Option<R> {
+/// A process-wide allocator that is not an `sbma_t` (the preload shim's).
+static STATIC: AtomicPtr<SbmaAlloc> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Makes the wrappers look in `alloc` too (the preload shim's allocator).
+pub fn register_static(alloc: &'static SbmaAlloc) {
+    STATIC.store(
+        alloc as *const SbmaAlloc as *mut SbmaAlloc,
+        Ordering::Release,
+    );
+}
+
+/// Calls `f` with the allocator whose heap holds `p`, if any.
+fn owner_of<R>(p: *const c_void, f: impl FnOnce(&SbmaAlloc) -> R) -> Option<R> {
+    // SAFETY: registered once with a 'static reference.
+    if let Some(a) = unsafe { STATIC.load(Ordering::Acquire).as_ref() } {
+        if a.started() && a.owns(p.cast()) {
+            return Some(f(a));
+        }
+    }
     let global = crate::legacy::sbma_global();
     let candidates =
         core::iter::once(global).chain(INSTANCES.iter().map(|s| s.load(Ordering::Acquire)));
@@ -64,7 +82,7 @@ fn owner_of<R>(p: *const c_void, f: impl FnOnce(&sbma_t) -> R) -> Option<R> {
         // error, as with free.
         if let Some(i) = unsafe { h.as_ref() } {
             if i.alloc.owns(p.cast()) {
-                return Some(f(i));
+                return Some(f(&i.alloc));
             }
         }
     }
@@ -72,8 +90,8 @@ fn owner_of<R>(p: *const c_void, f: impl FnOnce(&sbma_t) -> R) -> Option<R> {
 }
 
 /// The most bytes one chunk pins: a quarter of the owner's budget.
-fn chunk_of(i: &sbma_t) -> usize {
-    i.alloc.pager().map_or(usize::MAX, |p| {
+fn chunk_of(a: &SbmaAlloc) -> usize {
+    a.pager().map_or(usize::MAX, |p| {
         (p.stats().budget as usize / 4).max(p.page_size())
     })
 }
@@ -85,9 +103,8 @@ fn pin(p: *const c_void, len: usize, access: Access) -> Option<Option<KernelGuar
     if p.is_null() || len == 0 {
         return Some(None);
     }
-    match owner_of(p, |i| {
-        i.alloc
-            .pager()
+    match owner_of(p, |a| {
+        a.pager()
             .map(|pg| pg.prepare_for_kernel(p.cast(), len, access))
     }) {
         None | Some(None) => Some(None),

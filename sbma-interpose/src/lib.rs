@@ -1,10 +1,28 @@
 //! # sbma-interpose
 //!
-//! The `LD_PRELOAD` shim behind `sbma run -- prog`: exports the malloc family,
-//! configured only by `SBMA_*` environment variables.
+//! The `LD_PRELOAD` shim behind `sbma run -- prog`: every heap allocation of
+//! an unmodified program becomes storage-backed, so the budget bounds the
+//! program's whole heap.
 //!
-//! **Status: not implemented yet** (issue 5): the library exports nothing, so
-//! preloading it changes nothing.
+//! - Exports the malloc family with glibc's semantics (`malloc`, `free`,
+//!   `calloc`, `realloc`, `reallocarray`, `posix_memalign`, `aligned_alloc`,
+//!   `memalign`, `valloc`, `pvalloc`, `malloc_usable_size`, `cfree`, C23
+//!   `free_sized`/`free_aligned_sized`, and `mallopt`, `mallinfo`,
+//!   `mallinfo2`, `malloc_trim`, `malloc_stats` answering for sbma), plus
+//!   libsbma's libc I/O wrappers (`read`, `write`, `fread`, `stat`, ...), so
+//!   syscalls into evicted heap memory work.
+//! - Configured only by environment: `SBMA_BUDGET`, `SBMA_PAGE_SIZE`,
+//!   `SBMA_DIR`, `SBMA_POLICY`, `SBMA_DECAY`, `SBMA_MIN_SIZE` (smaller
+//!   requests go to glibc), `SBMA_STATS` (`1` or `json`: statistics on
+//!   stderr at exit). The allocator starts when the library is loaded (an
+//!   `.init_array` constructor); a malformed value stops the program there
+//!   with one line naming the variable.
+//! - Allocations made while sbma itself starts, on its I/O threads and in a
+//!   forked child come from glibc (`__libc_malloc`); pointers that are not
+//!   sbma's (from glibc, from before the shim) are freed by glibc.
+//!
+//! Not yet: the glibc-internal `__libc_*` names (sbma's own fallback calls
+//! them), more I/O wrappers (`readv`, `recvmsg`, `statx`, ...).
 #![deny(unsafe_code)]
 
-pub use sbma_alloc as alloc;
+mod exports;

@@ -1,0 +1,134 @@
+//! `sbma run [options] -- PROG [ARGS...]`: runs an unmodified program under
+//! the `LD_PRELOAD` shim (`libsbma_interpose.so`), configured through the
+//! `SBMA_*` variables the shim reads, and passes its exit status through
+//! (a death by signal N becomes 128 + N, as shells report it).
+
+use sbma_core::units::parse_size;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const SHIM: &str = "libsbma_interpose.so";
+
+/// Parsed `sbma run` arguments.
+#[derive(Debug, Default)]
+pub struct Options {
+    env: Vec<(&'static str, String)>,
+    program: Vec<String>,
+}
+
+impl Options {
+    /// Parses the arguments after `run`.
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut o = Options::default();
+        let mut i = 0;
+        while i < args.len() {
+            let a = args[i].as_str();
+            if a == "--" {
+                o.program = args[i + 1..].to_vec();
+                break;
+            }
+            let (flag, inline) = match a.split_once('=') {
+                Some((f, v)) => (f, Some(v.to_owned())),
+                None => (a, None),
+            };
+            let mut value = |name: &str| -> Result<String, String> {
+                if let Some(v) = inline.clone() {
+                    return Ok(v);
+                }
+                i += 1;
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match flag {
+                "--budget" => o.size("SBMA_BUDGET", "--budget", value("--budget")?)?,
+                "--page-size" => o.size("SBMA_PAGE_SIZE", "--page-size", value("--page-size")?)?,
+                "--min-size" => o.size("SBMA_MIN_SIZE", "--min-size", value("--min-size")?)?,
+                "--policy" => {
+                    let p = value("--policy")?;
+                    if !["clock", "lru", "fifo", "all"].contains(&p.as_str()) {
+                        return Err(format!("--policy `{p}`: expected clock, lru, fifo or all"));
+                    }
+                    o.env.push(("SBMA_POLICY", p));
+                }
+                "--dir" => o.env.push(("SBMA_DIR", value("--dir")?)),
+                "--stats" => match inline.as_deref() {
+                    None => o.env.push(("SBMA_STATS", "1".into())),
+                    Some("json") => o.env.push(("SBMA_STATS", "json".into())),
+                    Some(v) => {
+                        return Err(format!("--stats=`{v}`: expected --stats or --stats=json"));
+                    }
+                },
+                _ if a.starts_with('-') => return Err(format!("unknown option `{a}` for run")),
+                _ => {
+                    o.program = args[i..].to_vec();
+                    break;
+                }
+            }
+            i += 1;
+        }
+        if o.program.is_empty() {
+            return Err("run needs a program: sbma run [options] -- PROG [ARGS...]".into());
+        }
+        Ok(o)
+    }
+
+    fn size(&mut self, var: &'static str, flag: &str, v: String) -> Result<(), String> {
+        parse_size(&v).map_err(|e| format!("{flag} `{v}`: {e}"))?;
+        self.env.push((var, v));
+        Ok(())
+    }
+}
+
+/// Where the shim is: `$SBMA_SHIM`, else the newest of the copies next to
+/// this executable and in its build tree (`deps/`; `cargo test` refreshes
+/// only that one).
+fn find_shim() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("SBMA_SHIM") {
+        let p = PathBuf::from(p);
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(format!("SBMA_SHIM={} does not exist", p.display()))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("locating sbma: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    [dir.join(SHIM), dir.join("deps").join(SHIM), dir.join("../lib").join(SHIM)]
+        .into_iter()
+        .filter_map(|p| std::fs::metadata(&p).and_then(|m| m.modified()).ok().map(|t| (t, p)))
+        .max()
+        .map(|(_, p)| p)
+        .ok_or_else(|| {
+            format!(
+                "cannot find {SHIM} next to {} (build it: cargo build -p sbma-interpose, or set SBMA_SHIM)",
+                exe.display()
+            )
+        })
+}
+
+/// Runs the program; its exit status becomes ours.
+pub fn run(o: Options) -> Result<ExitCode, String> {
+    let shim = find_shim()?;
+    let preload = match std::env::var("LD_PRELOAD") {
+        Ok(old) if !old.is_empty() => format!("{}:{old}", shim.display()),
+        _ => shim.display().to_string(),
+    };
+    let mut cmd = Command::new(&o.program[0]);
+    cmd.args(&o.program[1..]).env("LD_PRELOAD", preload);
+    for (k, v) in &o.env {
+        cmd.env(k, v);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run `{}`: {e}", o.program[0]))?;
+    let code = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        _ => 1,
+    };
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}

@@ -1,0 +1,304 @@
+//! The exported symbols: one line each into the allocator.
+//!
+//! # Safety
+//! Each export has the C function's contract; they only forward.
+#![allow(unsafe_code, reason = "the C allocation ABI")]
+
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use sbma_alloc::{SbmaAlloc, SbmaAllocBuilder};
+
+/// Requests below this many bytes go to glibc (`SBMA_MIN_SIZE`, default 0).
+static MIN_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+fn config() -> Result<SbmaAllocBuilder, sbma_alloc::Error> {
+    if let Some(v) = std::env::var_os("SBMA_MIN_SIZE") {
+        let text = v.to_string_lossy().into_owned();
+        let n = sbma_alloc::sbma_pager::sbma_core::units::parse_size(&text).map_err(|e| {
+            sbma_alloc::Error::Config {
+                name: "SBMA_MIN_SIZE",
+                value: text.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        MIN_SIZE.store(n, Ordering::Relaxed);
+    }
+    let stats = std::env::var("SBMA_STATS").unwrap_or_default();
+    match stats.as_str() {
+        "" | "0" => {}
+        "1" | "json" => {
+            STATS_JSON.store(stats == "json", Ordering::Relaxed);
+            // SAFETY: registering an exit hook that only formats and writes.
+            unsafe { libc::atexit(print_stats) };
+        }
+        _ => {
+            return Err(sbma_alloc::Error::Config {
+                name: "SBMA_STATS",
+                value: stats,
+                reason: "expected 0, 1 or json".into(),
+            });
+        }
+    }
+    sbma::io::register_static(&ALLOC);
+    SbmaAllocBuilder::from_env()
+}
+
+static STATS_JSON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn print_stats() {
+    let Some(s) = ALLOC.stats() else { return };
+    let p = &s.pager;
+    let line = if STATS_JSON.load(Ordering::Relaxed) {
+        format!(
+            "{{\"read_faults\":{},\"write_faults\":{},\"bytes_read\":{},\"bytes_written\":{},\"pages_evicted\":{},\"peak_resident\":{},\"budget\":{},\"read_ns\":{},\"write_ns\":{},\"small_bytes\":{},\"large_bytes\":{}}}\n",
+            p.read_faults,
+            p.write_faults,
+            p.bytes_read,
+            p.bytes_written,
+            p.pages_evicted,
+            p.peak_resident,
+            p.budget,
+            p.read_ns,
+            p.write_ns,
+            s.small_bytes,
+            s.large_bytes
+        )
+    } else {
+        format!(
+            "sbma: {} read faults, {} write faults, {:.1} MiB in, {:.1} MiB out, {} pages evicted, peak resident {:.1} of {:.1} MiB, {:.3} s reading, {:.3} s writing\n",
+            p.read_faults,
+            p.write_faults,
+            p.bytes_read as f64 / 1048576.0,
+            p.bytes_written as f64 / 1048576.0,
+            p.pages_evicted,
+            p.peak_resident as f64 / 1048576.0,
+            p.budget as f64 / 1048576.0,
+            p.read_ns as f64 / 1e9,
+            p.write_ns as f64 / 1e9
+        )
+    };
+    // SAFETY: writing our own buffer to stderr.
+    let _ = unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
+/// The shim's allocator.
+static ALLOC: SbmaAlloc = SbmaAlloc::with_config(config);
+
+#[inline]
+fn small(size: usize) -> bool {
+    size < MIN_SIZE.load(Ordering::Relaxed)
+}
+
+unsafe extern "C" {
+    fn __libc_malloc(size: usize) -> *mut c_void;
+    fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
+}
+
+/// `malloc(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    if small(size) {
+        // SAFETY: glibc's malloc.
+        return unsafe { __libc_malloc(size) };
+    }
+    ALLOC.malloc(size).cast()
+}
+
+/// `free(3)`: NULL ignored, glibc's blocks go back to glibc.
+///
+/// # Safety
+/// C's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: C's contract.
+    unsafe { ALLOC.free(p.cast()) }
+}
+
+/// `cfree` (old name of `free`).
+///
+/// # Safety
+/// C's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cfree(p: *mut c_void) {
+    // SAFETY: C's contract.
+    unsafe { ALLOC.free(p.cast()) }
+}
+
+/// C23 `free_sized`.
+///
+/// # Safety
+/// C's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+    // SAFETY: C's contract.
+    unsafe { ALLOC.free(p.cast()) }
+}
+
+/// C23 `free_aligned_sized`.
+///
+/// # Safety
+/// C's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+    // SAFETY: C's contract.
+    unsafe { ALLOC.free(p.cast()) }
+}
+
+/// `calloc(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    if small(n.saturating_mul(size)) {
+        // SAFETY: glibc's calloc.
+        return unsafe { __libc_calloc(n, size) };
+    }
+    ALLOC.calloc(n, size).cast()
+}
+
+/// `realloc(3)`.
+///
+/// # Safety
+/// C's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if p.is_null() {
+        return malloc(size);
+    }
+    // SAFETY: C's contract.
+    unsafe { ALLOC.realloc(p.cast(), size) }.cast()
+}
+
+/// `reallocarray(3)`.
+///
+/// # Safety
+/// C's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    // SAFETY: C's contract.
+    unsafe { ALLOC.reallocarray(p.cast(), n, size) }.cast()
+}
+
+/// `posix_memalign(3)`.
+///
+/// # Safety
+/// C's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    // SAFETY: C's contract.
+    unsafe { ALLOC.posix_memalign(out, align, size) }
+}
+
+/// `aligned_alloc(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    ALLOC.aligned_alloc(align, size).cast()
+}
+
+/// `memalign(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    ALLOC.memalign(align, size).cast()
+}
+
+/// `valloc(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    ALLOC.valloc(size).cast()
+}
+
+/// `pvalloc(3)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    ALLOC.pvalloc(size).cast()
+}
+
+/// `malloc_usable_size(3)`: every reported byte may be written.
+///
+/// # Safety
+/// C's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    // SAFETY: C's contract.
+    if let Some(n) = unsafe { ALLOC.usable_size(p.cast()) } {
+        return n;
+    }
+    // glibc's block: ask glibc's own function.
+    type Usable = unsafe extern "C" fn(*mut c_void) -> usize;
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let mut f = REAL.load(Ordering::Relaxed);
+    if f == 0 {
+        // SAFETY: looking up libc's symbol by name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
+        REAL.store(f, Ordering::Relaxed);
+    }
+    if f == 0 {
+        return 0;
+    }
+    // SAFETY: glibc's malloc_usable_size.
+    unsafe { core::mem::transmute::<usize, Usable>(f)(p) }
+}
+
+/// `mallopt(3)`: accepted and ignored (returns 1, success).
+#[unsafe(no_mangle)]
+pub extern "C" fn mallopt(_param: c_int, _value: c_int) -> c_int {
+    1
+}
+
+/// `malloc_trim(3)`: freed memory beyond the decay cap is already
+/// released; returns 0 (nothing more released).
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
+    0
+}
+
+/// `mallinfo2(3)`: `arena` = bytes of spans in use, `uordblks` = bytes in
+/// live blocks, `hblkhd` = bytes in large objects, `keepcost` = resident
+/// bytes.
+#[unsafe(no_mangle)]
+pub extern "C" fn mallinfo2() -> libc::mallinfo2 {
+    let mut m = libc::mallinfo2 {
+        arena: 0,
+        ordblks: 0,
+        smblks: 0,
+        hblks: 0,
+        hblkhd: 0,
+        usmblks: 0,
+        fsmblks: 0,
+        uordblks: 0,
+        fordblks: 0,
+        keepcost: 0,
+    };
+    if let Some(s) = ALLOC.stats() {
+        m.arena = s.small_spans * s.span_bytes + s.large_bytes;
+        m.uordblks = s.small_bytes as usize + s.large_bytes;
+        m.fordblks = m.arena.saturating_sub(m.uordblks);
+        m.hblks = s.large_objects;
+        m.hblkhd = s.large_bytes;
+        m.keepcost = s.pager.resident as usize;
+    }
+    m
+}
+
+/// `mallinfo(3)`: `mallinfo2` in `int`s (saturating).
+#[unsafe(no_mangle)]
+pub extern "C" fn mallinfo() -> libc::mallinfo {
+    let m = mallinfo2();
+    let c = |v: usize| v.min(c_int::MAX as usize) as c_int;
+    libc::mallinfo {
+        arena: c(m.arena),
+        ordblks: c(m.ordblks),
+        smblks: c(m.smblks),
+        hblks: c(m.hblks),
+        hblkhd: c(m.hblkhd),
+        usmblks: c(m.usmblks),
+        fsmblks: c(m.fsmblks),
+        uordblks: c(m.uordblks),
+        fordblks: c(m.fordblks),
+        keepcost: c(m.keepcost),
+    }
+}
+
+/// `malloc_stats(3)`: sbma's statistics on stderr.
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_stats() {
+    print_stats();
+}

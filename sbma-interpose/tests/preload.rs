@@ -1,0 +1,133 @@
+//! Unmodified programs under the `LD_PRELOAD` shim built by this build
+//! (`target/*/deps/libsbma_interpose.so`), with budgets well below their
+//! heaps: the output must equal the run without the shim, and the
+//! statistics must show pages going to disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn shim() -> PathBuf {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let so = deps.join("libsbma_interpose.so");
+    assert!(so.exists(), "{} not built", so.display());
+    so
+}
+
+fn tmp() -> PathBuf {
+    std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+}
+
+/// Runs `cmd` without and with the shim (`env` added); returns both.
+fn both(cmd: &[&str], env: &[(&str, &str)]) -> (Output, Output) {
+    let plain = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
+    let mut c = Command::new(cmd[0]);
+    c.args(&cmd[1..])
+        .env("LD_PRELOAD", shim())
+        .env("SBMA_STATS", "1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    (plain, c.output().unwrap())
+}
+
+fn stats_line(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rfind(|l| l.starts_with("sbma: ") && l.contains("pages evicted"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Pages evicted, from the last statistics line.
+fn evicted(line: &str) -> u64 {
+    line.split(", ")
+        .find(|f| f.ends_with("pages evicted"))
+        .and_then(|f| f.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn c_program_heap_four_times_the_budget() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/heap.c");
+    let exe = tmp().join(format!("sbma-heap-{}", std::process::id()));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let ok = Command::new(&cc)
+        .args(["-O1", "-Wall", "-Werror", "-pthread"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "heap.c does not compile");
+    let exe_s = exe.to_str().unwrap();
+    let (plain, shimmed) = both(&[exe_s], &[("SBMA_BUDGET", "16M")]);
+    let _ = std::fs::remove_file(&exe);
+    assert!(plain.status.success(), "{plain:?}");
+    assert!(
+        shimmed.status.success(),
+        "under the shim: {:?}\n{}",
+        shimmed.status,
+        String::from_utf8_lossy(&shimmed.stderr)
+    );
+    assert_eq!(plain.stdout, shimmed.stdout);
+    let line = stats_line(&shimmed.stderr);
+    assert!(evicted(&line) > 1000, "pages must go to disk: {line}");
+    eprintln!("{line}");
+}
+
+#[test]
+fn bad_variable_stops_the_program_with_one_line() {
+    for (var, value) in [
+        ("SBMA_BUDGET", "lots"),
+        ("SBMA_MIN_SIZE", "x"),
+        ("SBMA_STATS", "yes"),
+    ] {
+        let out = Command::new("/bin/true")
+            .env("LD_PRELOAD", shim())
+            .env(var, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} accepted");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("sbma: ") && err.contains(var), "{err}");
+    }
+}
+
+#[test]
+fn python_builds_data_four_times_the_budget() {
+    let python = "/usr/bin/python3";
+    if !Path::new(python).exists() {
+        println!("skipped: {python} is not installed (.ci/run installs it)");
+        return;
+    }
+    let script = r#"
+import hashlib
+h = hashlib.sha256()
+data = [bytes([i % 251]) * 1000 for i in range(60_000)]
+d = {i: str(i) * 3 for i in range(200_000)}
+lst = list(range(1_000_000))
+for b in data[::97]:
+    h.update(b)
+h.update(str(sum(lst)).encode() + str(len(d)).encode() + d[123456].encode())
+print(h.hexdigest())
+"#;
+    let (plain, shimmed) = both(&[python, "-c", script], &[("SBMA_BUDGET", "16M")]);
+    assert!(plain.status.success(), "{plain:?}");
+    assert!(
+        shimmed.status.success(),
+        "under the shim: {:?}\n{}",
+        shimmed.status,
+        String::from_utf8_lossy(&shimmed.stderr)
+    );
+    assert_eq!(plain.stdout, shimmed.stdout);
+    let line = stats_line(&shimmed.stderr);
+    assert!(evicted(&line) > 1000, "pages must go to disk: {line}");
+    eprintln!("{line}");
+}
