@@ -230,20 +230,13 @@ fn main() {
             )
             .output()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let Some(line) = stdout.lines().find(|l| l.starts_with("RESULT")) else {
-            println!(
-                "{mode:<8} FAILED: {:?} {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            continue;
+        let v = match sbma_benches::child::result(&out) {
+            Ok(v) => v,
+            Err(e) => {
+                println!("{mode:<8} {e}");
+                continue;
+            }
         };
-        let v: Vec<f64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(|x| x.parse().unwrap())
-            .collect();
         println!("{mode:<8} {:>10.2} {:>10.2} {:>14.0}", v[0], v[1], v[2]);
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
         results.push((mode, v));

@@ -132,3 +132,30 @@ pub mod limit {
         let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
     }
 }
+
+pub mod child {
+    //! Harnesses run each mode in a child process (itself, with `--child`)
+    //! that prints one `RESULT x y z` line.
+
+    use std::process::Output;
+
+    /// The numbers of the child's `RESULT` line, or the failure to report
+    /// (its status and stderr).
+    pub fn result(out: &Output) -> Result<Vec<f64>, String> {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("RESULT"))
+            .ok_or_else(|| {
+                format!(
+                    "FAILED: {:?} {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        line.split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().map_err(|e| format!("bad RESULT `{line}`: {e}")))
+            .collect()
+    }
+}

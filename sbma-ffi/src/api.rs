@@ -263,6 +263,20 @@ fn with_pager(h: *const sbma_t, f: impl FnOnce(&Pager) -> sbma_result) -> sbma_r
     })
 }
 
+/// A count-returning call's result: the count into `*out` (if not NULL).
+fn counted(r: Result<usize, sbma_alloc::sbma_pager::Error>, out: *mut usize) -> sbma_result {
+    match r {
+        Ok(n) => {
+            if !out.is_null() {
+                // SAFETY: `out` is NULL or writable (every caller's contract).
+                unsafe { out.write(n) };
+            }
+            sbma_result::SBMA_OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 /// Makes `[addr, addr + len)` resident for `access` (SBMA's `mtouch`).
 ///
 /// # Safety
@@ -292,16 +306,7 @@ pub unsafe extern "C" fn sbma_evict(
     len: usize,
     evicted: *mut usize,
 ) -> sbma_result {
-    with_pager(h, |p| match p.evict(addr.cast(), len) {
-        Ok(n) => {
-            if !evicted.is_null() {
-                // SAFETY: the caller's contract.
-                unsafe { evicted.write(n) };
-            }
-            sbma_result::SBMA_OK
-        }
-        Err(e) => fail(&e),
-    })
+    with_pager(h, |p| counted(p.evict(addr.cast(), len), evicted))
 }
 
 /// Writes back and drops every resident page of `h`.
@@ -310,16 +315,7 @@ pub unsafe extern "C" fn sbma_evict(
 /// `h` is a live instance; `evicted` is NULL or valid for writing.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sbma_evict_all(h: *mut sbma_t, evicted: *mut usize) -> sbma_result {
-    with_pager(h, |p| match p.evict_all() {
-        Ok(n) => {
-            if !evicted.is_null() {
-                // SAFETY: the caller's contract.
-                unsafe { evicted.write(n) };
-            }
-            sbma_result::SBMA_OK
-        }
-        Err(e) => fail(&e),
-    })
+    with_pager(h, |p| counted(p.evict_all(), evicted))
 }
 
 /// Discards the pages lying entirely inside `[addr, addr + len)` (zeros

@@ -365,21 +365,25 @@ fn pin_path(path: *const c_char) -> Option<Option<KernelGuard>> {
     pin(path.cast(), len, Access::Read)
 }
 
-/// `stat(2)` with the path or the result in managed memory works.
-///
-/// # Safety
-/// libc's contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn stat(path: *const c_char, st: *mut libc::stat) -> c_int {
-    let f = real!("stat", StatFn);
+/// Calls a `stat`-like function with its path and result pinned.
+fn stat_with(f: StatFn, path: *const c_char, st: *mut libc::stat) -> c_int {
     let (Some(_p), Some(_s)) = (
         pin_path(path),
         pin(st.cast(), size_of::<libc::stat>(), Access::Write),
     ) else {
         return -1;
     };
-    // SAFETY: forwarded.
+    // SAFETY: forwarded (the caller's libc contract).
     unsafe { f(path, st) }
+}
+
+/// `stat(2)` with the path or the result in managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn stat(path: *const c_char, st: *mut libc::stat) -> c_int {
+    stat_with(real!("stat", StatFn), path, st)
 }
 
 /// `lstat(2)`, as `stat`.
@@ -388,15 +392,7 @@ pub unsafe extern "C" fn stat(path: *const c_char, st: *mut libc::stat) -> c_int
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lstat(path: *const c_char, st: *mut libc::stat) -> c_int {
-    let f = real!("lstat", StatFn);
-    let (Some(_p), Some(_s)) = (
-        pin_path(path),
-        pin(st.cast(), size_of::<libc::stat>(), Access::Write),
-    ) else {
-        return -1;
-    };
-    // SAFETY: forwarded.
-    unsafe { f(path, st) }
+    stat_with(real!("lstat", StatFn), path, st)
 }
 
 /// `fstat(2)` with the result in managed memory works.

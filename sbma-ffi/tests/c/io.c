@@ -11,14 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "sbma.h"
-
-#define CHECK(c)                                                          \
-    do {                                                                  \
-        if (!(c)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s (errno %d)\n", __FILE__, __LINE__, #c, errno); \
-            return 1;                                                     \
-        }                                                                 \
-    } while (0)
+#include "check.h"
 
 static unsigned char pattern(size_t i) { return (unsigned char)(i * 7 + 3); }
 

@@ -2,14 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "sbma.h"
-
-#define CHECK(c)                                                          \
-    do {                                                                  \
-        if (!(c)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-            return 1;                                                     \
-        }                                                                 \
-    } while (0)
+#include "check.h"
 
 int main(void) {
     struct sbma_config cfg;

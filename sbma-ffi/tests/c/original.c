@@ -7,14 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "sbma.h"
-
-#define CHECK(c)                                                          \
-    do {                                                                  \
-        if (!(c)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-            return 1;                                                     \
-        }                                                                 \
-    } while (0)
+#include "check.h"
 
 int main(void) {
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
