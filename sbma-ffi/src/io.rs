@@ -408,3 +408,268 @@ pub unsafe extern "C" fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
     // SAFETY: forwarded.
     unsafe { f(fd, st) }
 }
+
+// ---------------------------------------------------------------------
+// Variants real programs call: unlocked stdio, glibc's fortified `_chk`
+// entry points (`-D_FORTIFY_SOURCE` builds call these instead of `read`),
+// the `64` names, and calls that write into a caller's buffer.
+// ---------------------------------------------------------------------
+
+/// `fread_unlocked(3)` (coreutils' `sort` reads with it).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fread_unlocked(
+    buf: *mut c_void,
+    size: usize,
+    n: usize,
+    file: *mut libc::FILE,
+) -> usize {
+    let f = real!("fread_unlocked", FreadFn);
+    // SAFETY: forwarded within the caller's buffer.
+    stdio_chunked(buf, size, n, Access::Write, |p, k| unsafe {
+        f(p.cast_mut(), size, k, file)
+    })
+}
+
+/// `fwrite_unlocked(3)`.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fwrite_unlocked(
+    buf: *const c_void,
+    size: usize,
+    n: usize,
+    file: *mut libc::FILE,
+) -> usize {
+    let f = real!("fwrite_unlocked", FwriteFn);
+    // SAFETY: forwarded within the caller's buffer.
+    stdio_chunked(buf, size, n, Access::Read, |p, k| unsafe {
+        f(p, size, k, file)
+    })
+}
+
+type ReadChkFn = unsafe extern "C" fn(c_int, *mut c_void, usize, usize) -> isize;
+type PreadChkFn = unsafe extern "C" fn(c_int, *mut c_void, usize, i64, usize) -> isize;
+type FreadChkFn = unsafe extern "C" fn(*mut c_void, usize, usize, usize, *mut libc::FILE) -> usize;
+type RecvChkFn = unsafe extern "C" fn(c_int, *mut c_void, usize, usize, c_int) -> isize;
+type FgetsChkFn = unsafe extern "C" fn(*mut c_char, usize, c_int, *mut libc::FILE) -> *mut c_char;
+type ReadlinkFn = unsafe extern "C" fn(*const c_char, *mut c_char, usize) -> isize;
+type GetcwdFn = unsafe extern "C" fn(*mut c_char, usize) -> *mut c_char;
+
+/// `__read_chk` (fortified `read`).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: usize,
+    buflen: usize,
+) -> isize {
+    let f = real!("__read_chk", ReadChkFn);
+    // SAFETY: forwarded within the caller's buffer; libc still checks it.
+    chunked(buf, len, Access::Write, |p, n, done| unsafe {
+        f(fd, p.cast_mut(), n, buflen.saturating_sub(done))
+    })
+}
+
+/// `__pread64_chk` (fortified `pread`).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __pread64_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: usize,
+    off: i64,
+    buflen: usize,
+) -> isize {
+    let f = real!("__pread64_chk", PreadChkFn);
+    // SAFETY: as above.
+    chunked(buf, len, Access::Write, |p, n, done| unsafe {
+        f(
+            fd,
+            p.cast_mut(),
+            n,
+            off + done as i64,
+            buflen.saturating_sub(done),
+        )
+    })
+}
+
+/// `__pread_chk`, as `__pread64_chk`.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __pread_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: usize,
+    off: i64,
+    buflen: usize,
+) -> isize {
+    // SAFETY: the same function on 64-bit Linux.
+    unsafe { __pread64_chk(fd, buf, len, off, buflen) }
+}
+
+/// `__recv_chk` (fortified `recv`).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: usize,
+    buflen: usize,
+    flags: c_int,
+) -> isize {
+    let f = real!("__recv_chk", RecvChkFn);
+    // SAFETY: as above.
+    chunked(buf, len, Access::Write, |p, n, done| unsafe {
+        f(fd, p.cast_mut(), n, buflen.saturating_sub(done), flags)
+    })
+}
+
+/// `__fread_chk` (fortified `fread`).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fread_chk(
+    buf: *mut c_void,
+    buflen: usize,
+    size: usize,
+    n: usize,
+    file: *mut libc::FILE,
+) -> usize {
+    let f = real!("__fread_chk", FreadChkFn);
+    // SAFETY: as above.
+    stdio_chunked(buf, size, n, Access::Write, |p, k| unsafe {
+        let done = p as usize - buf as usize;
+        f(p.cast_mut(), buflen.saturating_sub(done), size, k, file)
+    })
+}
+
+/// `__fread_unlocked_chk`.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fread_unlocked_chk(
+    buf: *mut c_void,
+    buflen: usize,
+    size: usize,
+    n: usize,
+    file: *mut libc::FILE,
+) -> usize {
+    let f = real!("__fread_unlocked_chk", FreadChkFn);
+    // SAFETY: as above.
+    stdio_chunked(buf, size, n, Access::Write, |p, k| unsafe {
+        let done = p as usize - buf as usize;
+        f(p.cast_mut(), buflen.saturating_sub(done), size, k, file)
+    })
+}
+
+/// `__fgets_chk` (fortified `fgets`).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __fgets_chk(
+    buf: *mut c_char,
+    buflen: usize,
+    n: c_int,
+    file: *mut libc::FILE,
+) -> *mut c_char {
+    let f = real!("__fgets_chk", FgetsChkFn);
+    let Some(_guard) = pin(buf.cast(), n.max(0) as usize, Access::Write) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: forwarded.
+    unsafe { f(buf, buflen, n, file) }
+}
+
+/// `fgets_unlocked(3)`.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fgets_unlocked(
+    buf: *mut c_char,
+    n: c_int,
+    file: *mut libc::FILE,
+) -> *mut c_char {
+    let f = real!("fgets_unlocked", FgetsFn);
+    let Some(_guard) = pin(buf.cast(), n.max(0) as usize, Access::Write) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: forwarded.
+    unsafe { f(buf, n, file) }
+}
+
+/// `stat64` (the same as `stat` on 64-bit Linux).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn stat64(path: *const c_char, st: *mut libc::stat) -> c_int {
+    stat_with(real!("stat64", StatFn), path, st)
+}
+
+/// `lstat64`.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lstat64(path: *const c_char, st: *mut libc::stat) -> c_int {
+    stat_with(real!("lstat64", StatFn), path, st)
+}
+
+/// `fstat64`.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstat64(fd: c_int, st: *mut libc::stat) -> c_int {
+    let f = real!("fstat64", FstatFn);
+    let Some(_s) = pin(st.cast(), size_of::<libc::stat>(), Access::Write) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(fd, st) }
+}
+
+/// `readlink(2)` with the path or the buffer in managed memory.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, len: usize) -> isize {
+    let f = real!("readlink", ReadlinkFn);
+    let (Some(_p), Some(_b)) = (pin_path(path), pin(buf.cast(), len, Access::Write)) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(path, buf, len) }
+}
+
+/// `getcwd(3)` into a buffer in managed memory.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getcwd(buf: *mut c_char, len: usize) -> *mut c_char {
+    let f = real!("getcwd", GetcwdFn);
+    let Some(_b) = pin(buf.cast(), len, Access::Write) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: forwarded.
+    unsafe { f(buf, len) }
+}

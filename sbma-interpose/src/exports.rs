@@ -28,6 +28,11 @@ fn config() -> Result<SbmaAllocBuilder, sbma_alloc::Error> {
         "" | "0" => {}
         "1" | "json" => {
             STATS_JSON.store(stats == "json", Ordering::Relaxed);
+            // A private copy of stderr: programs may close theirs at exit
+            // (coreutils does) before this hook runs.
+            // SAFETY: duplicating fd 2 (close-on-exec: children get their own).
+            let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+            STATS_FD.store(if fd >= 0 { fd } else { 2 }, Ordering::Relaxed);
             // SAFETY: registering an exit hook that only formats and writes.
             unsafe { libc::atexit(print_stats) };
         }
@@ -40,10 +45,12 @@ fn config() -> Result<SbmaAllocBuilder, sbma_alloc::Error> {
         }
     }
     sbma::io::register_static(&ALLOC);
+    crate::caller::init();
     SbmaAllocBuilder::from_env()
 }
 
 static STATS_JSON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static STATS_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(2);
 
 extern "C" fn print_stats() {
     let Some(s) = ALLOC.stats() else { return };
@@ -77,8 +84,14 @@ extern "C" fn print_stats() {
             p.write_ns as f64 / 1e9
         )
     };
-    // SAFETY: writing our own buffer to stderr.
-    let _ = unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    // SAFETY: writing our own buffer to (our copy of) stderr.
+    let _ = unsafe {
+        libc::write(
+            STATS_FD.load(Ordering::Relaxed),
+            line.as_ptr().cast(),
+            line.len(),
+        )
+    };
 }
 
 /// The shim's allocator.
@@ -92,12 +105,42 @@ fn small(size: usize) -> bool {
 unsafe extern "C" {
     fn __libc_malloc(size: usize) -> *mut c_void;
     fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
+    fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
 }
 
-/// `malloc(3)`.
-#[unsafe(no_mangle)]
-pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    if small(size) {
+/// Exports `$name` as a naked trampoline (x86-64) that appends its return
+/// address to the arguments (in register `$reg`, the next free argument
+/// register) and jumps to `$imp`.
+macro_rules! with_caller {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty => $imp:ident, $reg:literal) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[unsafe(naked)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name($($arg: $ty),*) -> $ret {
+            core::arch::naked_asm!(
+                concat!("mov ", $reg, ", [rsp]"),
+                "jmp {imp}",
+                imp = sym $imp,
+            )
+        }
+
+        $(#[$doc])*
+        #[cfg(not(target_arch = "x86_64"))]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name($($arg: $ty),*) -> $ret {
+            $imp($($arg,)* 0)
+        }
+    };
+}
+
+with_caller! {
+    /// `malloc(3)`.
+    fn malloc(size: usize) -> *mut c_void => malloc_from, "rsi"
+}
+
+extern "C" fn malloc_from(size: usize, caller: usize) -> *mut c_void {
+    if small(size) || crate::caller::system(caller) {
         // SAFETY: glibc's malloc.
         return unsafe { __libc_malloc(size) };
     }
@@ -144,26 +187,29 @@ pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size
     unsafe { ALLOC.free(p.cast()) }
 }
 
-/// `calloc(3)`.
-#[unsafe(no_mangle)]
-pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    if small(n.saturating_mul(size)) {
+with_caller! {
+    /// `calloc(3)`.
+    fn calloc(n: usize, size: usize) -> *mut c_void => calloc_from, "rdx"
+}
+
+extern "C" fn calloc_from(n: usize, size: usize, caller: usize) -> *mut c_void {
+    if small(n.saturating_mul(size)) || crate::caller::system(caller) {
         // SAFETY: glibc's calloc.
         return unsafe { __libc_calloc(n, size) };
     }
     ALLOC.calloc(n, size).cast()
 }
 
-/// `realloc(3)`.
-///
-/// # Safety
-/// C's contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+with_caller! {
+    /// `realloc(3)`: a block keeps its allocator (sbma's or glibc's).
+    fn realloc(p: *mut c_void, size: usize) -> *mut c_void => realloc_from, "rdx"
+}
+
+extern "C" fn realloc_from(p: *mut c_void, size: usize, caller: usize) -> *mut c_void {
     if p.is_null() {
-        return malloc(size);
+        return malloc_from(size, caller);
     }
-    // SAFETY: C's contract.
+    // SAFETY: C's contract (a live block of ours or of glibc's).
     unsafe { ALLOC.realloc(p.cast(), size) }.cast()
 }
 
@@ -187,15 +233,29 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     unsafe { ALLOC.posix_memalign(out, align, size) }
 }
 
-/// `aligned_alloc(3)`.
-#[unsafe(no_mangle)]
-pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+with_caller! {
+    /// `aligned_alloc(3)`.
+    fn aligned_alloc(align: usize, size: usize) -> *mut c_void => aligned_alloc_from, "rdx"
+}
+
+extern "C" fn aligned_alloc_from(align: usize, size: usize, caller: usize) -> *mut c_void {
+    if crate::caller::system(caller) && align.is_power_of_two() {
+        // SAFETY: glibc's memalign.
+        return unsafe { __libc_memalign(align, size) };
+    }
     ALLOC.aligned_alloc(align, size).cast()
 }
 
-/// `memalign(3)`.
-#[unsafe(no_mangle)]
-pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+with_caller! {
+    /// `memalign(3)`.
+    fn memalign(align: usize, size: usize) -> *mut c_void => memalign_from, "rdx"
+}
+
+extern "C" fn memalign_from(align: usize, size: usize, caller: usize) -> *mut c_void {
+    if crate::caller::system(caller) {
+        // SAFETY: glibc's memalign.
+        return unsafe { __libc_memalign(align, size) };
+    }
     ALLOC.memalign(align, size).cast()
 }
 

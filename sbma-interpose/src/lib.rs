@@ -17,6 +17,10 @@
 //!   stderr at exit). The allocator starts when the library is loaded (an
 //!   `.init_array` constructor); a malformed value stops the program there
 //!   with one line naming the variable.
+//! - Allocation calls made by libc or ld.so themselves get glibc's memory
+//!   (`caller.rs`): they touch it where a fault cannot be served (a new
+//!   thread's TLS vector with signals blocked, stdio buffers refilled by an
+//!   internal `read`).
 //! - Allocations made while sbma itself starts, on its I/O threads and in a
 //!   forked child come from glibc (`__libc_malloc`); pointers that are not
 //!   sbma's (from glibc, from before the shim) are freed by glibc.
@@ -25,4 +29,5 @@
 //! them), more I/O wrappers (`readv`, `recvmsg`, `statx`, ...).
 #![deny(unsafe_code)]
 
+mod caller;
 mod exports;
