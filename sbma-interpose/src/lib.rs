@@ -21,6 +21,8 @@
 //!   (`caller.rs`): they touch it where a fault cannot be served (a new
 //!   thread's TLS vector with signals blocked, stdio buffers refilled by an
 //!   internal `read`).
+//! - Threads never block SIGSEGV or SIGBUS (`sigmask.rs`): a fault in a
+//!   thread that blocks them kills the process.
 //! - Allocations made while sbma itself starts, on its I/O threads and in a
 //!   forked child come from glibc (`__libc_malloc`); pointers that are not
 //!   sbma's (from glibc, from before the shim) are freed by glibc.
@@ -31,3 +33,4 @@
 
 mod caller;
 mod exports;
+mod sigmask;
