@@ -287,10 +287,14 @@ pub unsafe extern "C" fn fread(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    let f = real!("fread", FreadFn);
-    stdio_chunked(buf, size, n, Access::Write, |p, k| {
-        // SAFETY: forwarded within the caller's buffer.
-        unsafe { f(p.cast_mut(), size, k, file) }
+    fread_with(real!("fread", FreadFn), buf, size, n, file)
+}
+
+/// `fread`-like `f` in chunks of whole elements, each pinned.
+fn fread_with(f: FreadFn, buf: *mut c_void, size: usize, n: usize, file: *mut libc::FILE) -> usize {
+    // SAFETY: forwarded within the caller's buffer (libc's contract).
+    stdio_chunked(buf, size, n, Access::Write, |p, k| unsafe {
+        f(p.cast_mut(), size, k, file)
     })
 }
 
@@ -305,10 +309,20 @@ pub unsafe extern "C" fn fwrite(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    let f = real!("fwrite", FwriteFn);
-    stdio_chunked(buf, size, n, Access::Read, |p, k| {
-        // SAFETY: forwarded within the caller's buffer.
-        unsafe { f(p, size, k, file) }
+    fwrite_with(real!("fwrite", FwriteFn), buf, size, n, file)
+}
+
+/// `fwrite`-like `f` in chunks of whole elements, each pinned.
+fn fwrite_with(
+    f: FwriteFn,
+    buf: *const c_void,
+    size: usize,
+    n: usize,
+    file: *mut libc::FILE,
+) -> usize {
+    // SAFETY: forwarded within the caller's buffer (libc's contract).
+    stdio_chunked(buf, size, n, Access::Read, |p, k| unsafe {
+        f(p, size, k, file)
     })
 }
 
@@ -346,11 +360,15 @@ fn stdio_chunked(
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fgets(buf: *mut c_char, n: c_int, file: *mut libc::FILE) -> *mut c_char {
-    let f = real!("fgets", FgetsFn);
+    fgets_with(real!("fgets", FgetsFn), buf, n, file)
+}
+
+/// `fgets`-like `f` with the buffer pinned.
+fn fgets_with(f: FgetsFn, buf: *mut c_char, n: c_int, file: *mut libc::FILE) -> *mut c_char {
     let Some(_guard) = pin(buf.cast(), n.max(0) as usize, Access::Write) else {
         return core::ptr::null_mut();
     };
-    // SAFETY: forwarded.
+    // SAFETY: forwarded (libc's contract).
     unsafe { f(buf, n, file) }
 }
 
@@ -401,11 +419,15 @@ pub unsafe extern "C" fn lstat(path: *const c_char, st: *mut libc::stat) -> c_in
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
-    let f = real!("fstat", FstatFn);
+    fstat_with(real!("fstat", FstatFn), fd, st)
+}
+
+/// `fstat`-like `f` with the result pinned.
+fn fstat_with(f: FstatFn, fd: c_int, st: *mut libc::stat) -> c_int {
     let Some(_s) = pin(st.cast(), size_of::<libc::stat>(), Access::Write) else {
         return -1;
     };
-    // SAFETY: forwarded.
+    // SAFETY: forwarded (libc's contract).
     unsafe { f(fd, st) }
 }
 
@@ -426,11 +448,7 @@ pub unsafe extern "C" fn fread_unlocked(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    let f = real!("fread_unlocked", FreadFn);
-    // SAFETY: forwarded within the caller's buffer.
-    stdio_chunked(buf, size, n, Access::Write, |p, k| unsafe {
-        f(p.cast_mut(), size, k, file)
-    })
+    fread_with(real!("fread_unlocked", FreadFn), buf, size, n, file)
 }
 
 /// `fwrite_unlocked(3)`.
@@ -444,11 +462,7 @@ pub unsafe extern "C" fn fwrite_unlocked(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    let f = real!("fwrite_unlocked", FwriteFn);
-    // SAFETY: forwarded within the caller's buffer.
-    stdio_chunked(buf, size, n, Access::Read, |p, k| unsafe {
-        f(p, size, k, file)
-    })
+    fwrite_with(real!("fwrite_unlocked", FwriteFn), buf, size, n, file)
 }
 
 type ReadChkFn = unsafe extern "C" fn(c_int, *mut c_void, usize, usize) -> isize;
@@ -549,11 +563,23 @@ pub unsafe extern "C" fn __fread_chk(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    let f = real!("__fread_chk", FreadChkFn);
-    // SAFETY: as above.
-    stdio_chunked(buf, size, n, Access::Write, |p, k| unsafe {
+    fread_chk_with(real!("__fread_chk", FreadChkFn), buf, buflen, size, n, file)
+}
+
+/// A fortified `fread`-like `f` in pinned chunks (the remaining buffer
+/// length passed on, so libc still checks it).
+fn fread_chk_with(
+    f: FreadChkFn,
+    buf: *mut c_void,
+    buflen: usize,
+    size: usize,
+    n: usize,
+    file: *mut libc::FILE,
+) -> usize {
+    stdio_chunked(buf, size, n, Access::Write, |p, k| {
         let done = p as usize - buf as usize;
-        f(p.cast_mut(), buflen.saturating_sub(done), size, k, file)
+        // SAFETY: forwarded within the caller's buffer (libc's contract).
+        unsafe { f(p.cast_mut(), buflen.saturating_sub(done), size, k, file) }
     })
 }
 
@@ -569,12 +595,14 @@ pub unsafe extern "C" fn __fread_unlocked_chk(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    let f = real!("__fread_unlocked_chk", FreadChkFn);
-    // SAFETY: as above.
-    stdio_chunked(buf, size, n, Access::Write, |p, k| unsafe {
-        let done = p as usize - buf as usize;
-        f(p.cast_mut(), buflen.saturating_sub(done), size, k, file)
-    })
+    fread_chk_with(
+        real!("__fread_unlocked_chk", FreadChkFn),
+        buf,
+        buflen,
+        size,
+        n,
+        file,
+    )
 }
 
 /// `__fgets_chk` (fortified `fgets`).
@@ -606,12 +634,7 @@ pub unsafe extern "C" fn fgets_unlocked(
     n: c_int,
     file: *mut libc::FILE,
 ) -> *mut c_char {
-    let f = real!("fgets_unlocked", FgetsFn);
-    let Some(_guard) = pin(buf.cast(), n.max(0) as usize, Access::Write) else {
-        return core::ptr::null_mut();
-    };
-    // SAFETY: forwarded.
-    unsafe { f(buf, n, file) }
+    fgets_with(real!("fgets_unlocked", FgetsFn), buf, n, file)
 }
 
 /// `stat64` (the same as `stat` on 64-bit Linux).
@@ -638,12 +661,7 @@ pub unsafe extern "C" fn lstat64(path: *const c_char, st: *mut libc::stat) -> c_
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fstat64(fd: c_int, st: *mut libc::stat) -> c_int {
-    let f = real!("fstat64", FstatFn);
-    let Some(_s) = pin(st.cast(), size_of::<libc::stat>(), Access::Write) else {
-        return -1;
-    };
-    // SAFETY: forwarded.
-    unsafe { f(fd, st) }
+    fstat_with(real!("fstat64", FstatFn), fd, st)
 }
 
 /// `readlink(2)` with the path or the buffer in managed memory.
