@@ -193,3 +193,29 @@ fn xz_threads_that_block_all_signals() {
     let _ = std::fs::remove_file(&path);
     assert!(line.contains("write faults"), "{line}");
 }
+
+/// `SBMA_MIN_SIZE` keeps smaller requests with glibc: sbma then holds only
+/// the large blocks (its `mallinfo2` counts the bytes of its live blocks).
+#[test]
+fn min_size_leaves_small_requests_to_glibc() {
+    let exe = compile("minsize");
+    let held = |min: Option<&str>| -> usize {
+        let mut c = Command::new(&exe);
+        c.env("LD_PRELOAD", shim()).env("SBMA_BUDGET", "64M");
+        if let Some(m) = min {
+            c.env("SBMA_MIN_SIZE", m);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let all = held(None);
+    let large_only = held(Some("4K"));
+    let _ = std::fs::remove_file(&exe);
+    let (small, large) = (10_000 * 112, 10 << 20);
+    assert!(all >= small + large, "everything in sbma: {all}");
+    assert!(
+        large_only >= large && large_only < large + small / 10,
+        "only large blocks in sbma: {large_only}"
+    );
+}
