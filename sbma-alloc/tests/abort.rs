@@ -49,6 +49,11 @@ fn scenarios() -> Vec<(&'static str, fn(), &'static str)> {
             "sbma: invalid SBMA_BUDGET `lots`",
         ),
         (
+            "bad_decay_variable",
+            || unreachable!("aborts at start-up"),
+            "sbma: SBMA_DECAY `bogus`",
+        ),
+        (
             "forked_child_allocates_and_exits_cleanly",
             forked_child_allocates_and_exits_cleanly,
             "",
@@ -165,9 +170,11 @@ fn main() {
         // when the page is not resident; see the crate docs).
         let mut cmd = Command::new(std::env::args_os().next().unwrap());
         cmd.env("SBMA_TEST_SCENARIO", name);
-        if name == "bad_budget_variable" {
-            cmd.env("SBMA_BUDGET", "lots");
-        }
+        match name {
+            "bad_budget_variable" => cmd.env("SBMA_BUDGET", "lots"),
+            "bad_decay_variable" => cmd.env("SBMA_DECAY", "bogus"),
+            _ => &mut cmd,
+        };
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines = stderr.lines().filter(|l| l.starts_with("sbma: ")).count();
