@@ -75,6 +75,7 @@ pub use classes::{
 };
 pub use sbma_pager;
 pub use stats::{AllocStats, ClassStats};
+pub use sys::fallback;
 
 use crate::core::{Busy, Core};
 use ::core::cell::UnsafeCell;

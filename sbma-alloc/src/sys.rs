@@ -66,6 +66,7 @@ impl Drop for Mapping {
 
 unsafe extern "C" {
     fn __libc_malloc(size: usize) -> *mut c_void;
+    fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
     fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
     fn __libc_realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
     fn __libc_free(ptr: *mut c_void);
@@ -76,7 +77,7 @@ unsafe extern "C" {
 /// `LD_PRELOAD`ed `malloc` does not replace. It serves what the allocator
 /// must not serve from managed memory: allocations made during its own
 /// start-up and by the pager's threads.
-pub(crate) mod fallback {
+pub mod fallback {
     use super::*;
 
     /// `__libc_memalign(align, size)` (or `__libc_malloc` for `align <=
@@ -91,6 +92,12 @@ pub(crate) mod fallback {
                 __libc_memalign(align, size).cast()
             }
         }
+    }
+
+    /// `__libc_calloc(n, size)`.
+    pub fn calloc(n: usize, size: usize) -> *mut u8 {
+        // SAFETY: glibc's allocator checks the product and takes any size.
+        unsafe { __libc_calloc(n, size).cast() }
     }
 
     /// `__libc_realloc(ptr, size)`: a fallback block stays one.

@@ -20,7 +20,7 @@
 #![allow(non_snake_case, reason = "libc names")]
 
 use crate::api::sbma_t;
-use core::ffi::{c_char, c_int, c_void};
+use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use sbma_alloc::SbmaAlloc;
 use sbma_alloc::sbma_pager::{Access, KernelGuard};
@@ -123,18 +123,32 @@ fn chunk(p: *const c_void, len: usize) -> usize {
     owner_of(p, chunk_of).unwrap_or(len).max(1)
 }
 
-/// libc's own `name`, found once.
-macro_rules! real {
+/// `dlsym(RTLD_NEXT, name)`, looked up once into `cache`: the definition
+/// of `name` that comes after the calling library's own (libc's function,
+/// for a wrapper of it); 0 if there is none.
+pub fn next_symbol(name: &CStr, cache: &AtomicUsize) -> usize {
+    let mut f = cache.load(Ordering::Relaxed);
+    if f == 0 {
+        // SAFETY: a NUL-terminated name; dlsym has no other precondition.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+        cache.store(f, Ordering::Relaxed);
+    }
+    f
+}
+
+/// libc's own function `$name` of type `$ty` (found once, with
+/// [`next_symbol`]); panics if libc has none.
+#[macro_export]
+macro_rules! libc_fn {
     ($name:literal, $ty:ty) => {{
-        static CACHE: AtomicUsize = AtomicUsize::new(0);
-        let mut f = CACHE.load(Ordering::Relaxed);
-        if f == 0 {
-            // SAFETY: looking up a libc symbol by its NUL-terminated name.
-            f = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) }
-                as usize;
-            assert!(f != 0, concat!("sbma: libc has no ", $name));
-            CACHE.store(f, Ordering::Relaxed);
-        }
+        static CACHE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+        const NAME: &core::ffi::CStr =
+            match core::ffi::CStr::from_bytes_with_nul(concat!($name, "\0").as_bytes()) {
+                Ok(n) => n,
+                Err(_) => panic!("a symbol name without NUL"),
+            };
+        let f = $crate::io::next_symbol(NAME, &CACHE);
+        assert!(f != 0, concat!("sbma: libc has no ", $name));
         // SAFETY: the symbol is libc's function of this type.
         unsafe { core::mem::transmute::<usize, $ty>(f) }
     }};
@@ -186,7 +200,7 @@ fn chunked(
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: usize) -> isize {
-    let f = real!("read", ReadFn);
+    let f = libc_fn!("read", ReadFn);
     // SAFETY: forwarded within the caller's buffer.
     chunked(buf, len, Access::Write, |p, n, _| unsafe {
         f(fd, p.cast_mut(), n)
@@ -199,7 +213,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: usize) -> isize 
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: usize) -> isize {
-    let f = real!("write", WriteFn);
+    let f = libc_fn!("write", WriteFn);
     // SAFETY: forwarded within the caller's buffer.
     chunked(buf, len, Access::Read, |p, n, _| unsafe { f(fd, p, n) })
 }
@@ -210,7 +224,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: usize) -> isi
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, len: usize, off: i64) -> isize {
-    let f = real!("pread", PreadFn);
+    let f = libc_fn!("pread", PreadFn);
     // SAFETY: forwarded within the caller's buffer.
     chunked(buf, len, Access::Write, |p, n, done| unsafe {
         f(fd, p.cast_mut(), n, off + done as i64)
@@ -233,7 +247,7 @@ pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, len: usize, off: i
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, len: usize, off: i64) -> isize {
-    let f = real!("pwrite", PwriteFn);
+    let f = libc_fn!("pwrite", PwriteFn);
     // SAFETY: forwarded within the caller's buffer.
     chunked(buf, len, Access::Read, |p, n, done| unsafe {
         f(fd, p, n, off + done as i64)
@@ -256,7 +270,7 @@ pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, len: usize, off
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize {
-    let f = real!("recv", RecvFn);
+    let f = libc_fn!("recv", RecvFn);
     // SAFETY: forwarded within the caller's buffer.
     chunked(buf, len, Access::Write, |p, n, _| unsafe {
         f(fd, p.cast_mut(), n, flags)
@@ -269,7 +283,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize {
-    let f = real!("send", SendFn);
+    let f = libc_fn!("send", SendFn);
     // SAFETY: forwarded within the caller's buffer.
     chunked(buf, len, Access::Read, |p, n, _| unsafe {
         f(fd, p, n, flags)
@@ -287,7 +301,7 @@ pub unsafe extern "C" fn fread(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    fread_with(real!("fread", FreadFn), buf, size, n, file)
+    fread_with(libc_fn!("fread", FreadFn), buf, size, n, file)
 }
 
 /// `fread`-like `f` in chunks of whole elements, each pinned.
@@ -309,7 +323,7 @@ pub unsafe extern "C" fn fwrite(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    fwrite_with(real!("fwrite", FwriteFn), buf, size, n, file)
+    fwrite_with(libc_fn!("fwrite", FwriteFn), buf, size, n, file)
 }
 
 /// `fwrite`-like `f` in chunks of whole elements, each pinned.
@@ -360,7 +374,7 @@ fn stdio_chunked(
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fgets(buf: *mut c_char, n: c_int, file: *mut libc::FILE) -> *mut c_char {
-    fgets_with(real!("fgets", FgetsFn), buf, n, file)
+    fgets_with(libc_fn!("fgets", FgetsFn), buf, n, file)
 }
 
 /// `fgets`-like `f` with the buffer pinned.
@@ -401,7 +415,7 @@ fn stat_with(f: StatFn, path: *const c_char, st: *mut libc::stat) -> c_int {
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn stat(path: *const c_char, st: *mut libc::stat) -> c_int {
-    stat_with(real!("stat", StatFn), path, st)
+    stat_with(libc_fn!("stat", StatFn), path, st)
 }
 
 /// `lstat(2)`, as `stat`.
@@ -410,7 +424,7 @@ pub unsafe extern "C" fn stat(path: *const c_char, st: *mut libc::stat) -> c_int
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lstat(path: *const c_char, st: *mut libc::stat) -> c_int {
-    stat_with(real!("lstat", StatFn), path, st)
+    stat_with(libc_fn!("lstat", StatFn), path, st)
 }
 
 /// `fstat(2)` with the result in managed memory works.
@@ -419,7 +433,7 @@ pub unsafe extern "C" fn lstat(path: *const c_char, st: *mut libc::stat) -> c_in
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
-    fstat_with(real!("fstat", FstatFn), fd, st)
+    fstat_with(libc_fn!("fstat", FstatFn), fd, st)
 }
 
 /// `fstat`-like `f` with the result pinned.
@@ -448,7 +462,7 @@ pub unsafe extern "C" fn fread_unlocked(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    fread_with(real!("fread_unlocked", FreadFn), buf, size, n, file)
+    fread_with(libc_fn!("fread_unlocked", FreadFn), buf, size, n, file)
 }
 
 /// `fwrite_unlocked(3)`.
@@ -462,7 +476,7 @@ pub unsafe extern "C" fn fwrite_unlocked(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    fwrite_with(real!("fwrite_unlocked", FwriteFn), buf, size, n, file)
+    fwrite_with(libc_fn!("fwrite_unlocked", FwriteFn), buf, size, n, file)
 }
 
 type ReadChkFn = unsafe extern "C" fn(c_int, *mut c_void, usize, usize) -> isize;
@@ -484,7 +498,7 @@ pub unsafe extern "C" fn __read_chk(
     len: usize,
     buflen: usize,
 ) -> isize {
-    let f = real!("__read_chk", ReadChkFn);
+    let f = libc_fn!("__read_chk", ReadChkFn);
     // SAFETY: forwarded within the caller's buffer; libc still checks it.
     chunked(buf, len, Access::Write, |p, n, done| unsafe {
         f(fd, p.cast_mut(), n, buflen.saturating_sub(done))
@@ -503,7 +517,7 @@ pub unsafe extern "C" fn __pread64_chk(
     off: i64,
     buflen: usize,
 ) -> isize {
-    let f = real!("__pread64_chk", PreadChkFn);
+    let f = libc_fn!("__pread64_chk", PreadChkFn);
     // SAFETY: as above.
     chunked(buf, len, Access::Write, |p, n, done| unsafe {
         f(
@@ -544,7 +558,7 @@ pub unsafe extern "C" fn __recv_chk(
     buflen: usize,
     flags: c_int,
 ) -> isize {
-    let f = real!("__recv_chk", RecvChkFn);
+    let f = libc_fn!("__recv_chk", RecvChkFn);
     // SAFETY: as above.
     chunked(buf, len, Access::Write, |p, n, done| unsafe {
         f(fd, p.cast_mut(), n, buflen.saturating_sub(done), flags)
@@ -563,7 +577,14 @@ pub unsafe extern "C" fn __fread_chk(
     n: usize,
     file: *mut libc::FILE,
 ) -> usize {
-    fread_chk_with(real!("__fread_chk", FreadChkFn), buf, buflen, size, n, file)
+    fread_chk_with(
+        libc_fn!("__fread_chk", FreadChkFn),
+        buf,
+        buflen,
+        size,
+        n,
+        file,
+    )
 }
 
 /// A fortified `fread`-like `f` in pinned chunks (the remaining buffer
@@ -596,7 +617,7 @@ pub unsafe extern "C" fn __fread_unlocked_chk(
     file: *mut libc::FILE,
 ) -> usize {
     fread_chk_with(
-        real!("__fread_unlocked_chk", FreadChkFn),
+        libc_fn!("__fread_unlocked_chk", FreadChkFn),
         buf,
         buflen,
         size,
@@ -616,7 +637,7 @@ pub unsafe extern "C" fn __fgets_chk(
     n: c_int,
     file: *mut libc::FILE,
 ) -> *mut c_char {
-    let f = real!("__fgets_chk", FgetsChkFn);
+    let f = libc_fn!("__fgets_chk", FgetsChkFn);
     let Some(_guard) = pin(buf.cast(), n.max(0) as usize, Access::Write) else {
         return core::ptr::null_mut();
     };
@@ -634,7 +655,7 @@ pub unsafe extern "C" fn fgets_unlocked(
     n: c_int,
     file: *mut libc::FILE,
 ) -> *mut c_char {
-    fgets_with(real!("fgets_unlocked", FgetsFn), buf, n, file)
+    fgets_with(libc_fn!("fgets_unlocked", FgetsFn), buf, n, file)
 }
 
 /// `stat64` (the same as `stat` on 64-bit Linux).
@@ -643,7 +664,7 @@ pub unsafe extern "C" fn fgets_unlocked(
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn stat64(path: *const c_char, st: *mut libc::stat) -> c_int {
-    stat_with(real!("stat64", StatFn), path, st)
+    stat_with(libc_fn!("stat64", StatFn), path, st)
 }
 
 /// `lstat64`.
@@ -652,7 +673,7 @@ pub unsafe extern "C" fn stat64(path: *const c_char, st: *mut libc::stat) -> c_i
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lstat64(path: *const c_char, st: *mut libc::stat) -> c_int {
-    stat_with(real!("lstat64", StatFn), path, st)
+    stat_with(libc_fn!("lstat64", StatFn), path, st)
 }
 
 /// `fstat64`.
@@ -661,7 +682,7 @@ pub unsafe extern "C" fn lstat64(path: *const c_char, st: *mut libc::stat) -> c_
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fstat64(fd: c_int, st: *mut libc::stat) -> c_int {
-    fstat_with(real!("fstat64", FstatFn), fd, st)
+    fstat_with(libc_fn!("fstat64", FstatFn), fd, st)
 }
 
 /// `readlink(2)` with the path or the buffer in managed memory.
@@ -670,7 +691,7 @@ pub unsafe extern "C" fn fstat64(fd: c_int, st: *mut libc::stat) -> c_int {
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, len: usize) -> isize {
-    let f = real!("readlink", ReadlinkFn);
+    let f = libc_fn!("readlink", ReadlinkFn);
     let (Some(_p), Some(_b)) = (pin_path(path), pin(buf.cast(), len, Access::Write)) else {
         return -1;
     };
@@ -684,7 +705,7 @@ pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, len: us
 /// libc's contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getcwd(buf: *mut c_char, len: usize) -> *mut c_char {
-    let f = real!("getcwd", GetcwdFn);
+    let f = libc_fn!("getcwd", GetcwdFn);
     let Some(_b) = pin(buf.cast(), len, Access::Write) else {
         return core::ptr::null_mut();
     };

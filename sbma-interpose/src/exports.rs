@@ -6,7 +6,7 @@
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
-use sbma_alloc::{SbmaAlloc, SbmaAllocBuilder};
+use sbma_alloc::{SbmaAlloc, SbmaAllocBuilder, fallback};
 
 /// Requests below this many bytes go to glibc (`SBMA_MIN_SIZE`, default 0).
 static MIN_SIZE: AtomicUsize = AtomicUsize::new(0);
@@ -102,12 +102,6 @@ fn small(size: usize) -> bool {
     size < MIN_SIZE.load(Ordering::Relaxed)
 }
 
-unsafe extern "C" {
-    fn __libc_malloc(size: usize) -> *mut c_void;
-    fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
-    fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
-}
-
 /// Exports `$name` as a naked trampoline (x86-64) that appends its return
 /// address to the arguments (in register `$reg`, the next free argument
 /// register) and jumps to `$imp`.
@@ -141,8 +135,7 @@ with_caller! {
 
 extern "C" fn malloc_from(size: usize, caller: usize) -> *mut c_void {
     if small(size) || crate::caller::system(caller) {
-        // SAFETY: glibc's malloc.
-        return unsafe { __libc_malloc(size) };
+        return fallback::alloc(size, sbma_alloc::MIN_ALIGN).cast();
     }
     ALLOC.malloc(size).cast()
 }
@@ -194,8 +187,7 @@ with_caller! {
 
 extern "C" fn calloc_from(n: usize, size: usize, caller: usize) -> *mut c_void {
     if small(n.saturating_mul(size)) || crate::caller::system(caller) {
-        // SAFETY: glibc's calloc.
-        return unsafe { __libc_calloc(n, size) };
+        return fallback::calloc(n, size).cast();
     }
     ALLOC.calloc(n, size).cast()
 }
@@ -240,8 +232,7 @@ with_caller! {
 
 extern "C" fn aligned_alloc_from(align: usize, size: usize, caller: usize) -> *mut c_void {
     if crate::caller::system(caller) && align.is_power_of_two() {
-        // SAFETY: glibc's memalign.
-        return unsafe { __libc_memalign(align, size) };
+        return fallback::alloc(size, align).cast();
     }
     ALLOC.aligned_alloc(align, size).cast()
 }
@@ -253,8 +244,7 @@ with_caller! {
 
 extern "C" fn memalign_from(align: usize, size: usize, caller: usize) -> *mut c_void {
     if crate::caller::system(caller) {
-        // SAFETY: glibc's memalign.
-        return unsafe { __libc_memalign(align, size) };
+        return fallback::alloc(size, align).cast();
     }
     ALLOC.memalign(align, size).cast()
 }
@@ -284,12 +274,7 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     // glibc's block: ask glibc's own function.
     type Usable = unsafe extern "C" fn(*mut c_void) -> usize;
     static REAL: AtomicUsize = AtomicUsize::new(0);
-    let mut f = REAL.load(Ordering::Relaxed);
-    if f == 0 {
-        // SAFETY: looking up libc's symbol by name.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
-        REAL.store(f, Ordering::Relaxed);
-    }
+    let f = sbma::io::next_symbol(c"malloc_usable_size", &REAL);
     if f == 0 {
         return 0;
     }

@@ -13,21 +13,8 @@
 #![allow(unsafe_code, reason = "libc's signal-mask functions, forwarded")]
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 type MaskFn = unsafe extern "C" fn(c_int, *const libc::sigset_t, *mut libc::sigset_t) -> c_int;
-
-fn real(name: &'static core::ffi::CStr, cache: &AtomicUsize) -> MaskFn {
-    let mut f = cache.load(Ordering::Relaxed);
-    if f == 0 {
-        // SAFETY: looking up a libc symbol by name.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
-        assert!(f != 0, "sbma: libc has no signal-mask function");
-        cache.store(f, Ordering::Relaxed);
-    }
-    // SAFETY: libc's function of this type.
-    unsafe { core::mem::transmute::<usize, MaskFn>(f) }
-}
 
 /// `set` without SIGSEGV and SIGBUS when they would be blocked.
 fn filtered(how: c_int, set: *const libc::sigset_t) -> Option<libc::sigset_t> {
@@ -54,8 +41,7 @@ pub unsafe extern "C" fn pthread_sigmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> c_int {
-    static CACHE: AtomicUsize = AtomicUsize::new(0);
-    let f = real(c"pthread_sigmask", &CACHE);
+    let f = sbma::libc_fn!("pthread_sigmask", MaskFn);
     let s = filtered(how, set);
     let set = s.as_ref().map_or(set, |s| s as *const libc::sigset_t);
     // SAFETY: forwarded.
@@ -72,8 +58,7 @@ pub unsafe extern "C" fn sigprocmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> c_int {
-    static CACHE: AtomicUsize = AtomicUsize::new(0);
-    let f = real(c"sigprocmask", &CACHE);
+    let f = sbma::libc_fn!("sigprocmask", MaskFn);
     let s = filtered(how, set);
     let set = s.as_ref().map_or(set, |s| s as *const libc::sigset_t);
     // SAFETY: forwarded.
