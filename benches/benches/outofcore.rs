@@ -4,7 +4,8 @@
 //! - `swap`: anonymous memory; the kernel swaps to a swap file.
 //! - `file`: a `MAP_SHARED` mapping of a file; the kernel writes back and
 //!   reclaims page cache.
-//! - `sbma`: a region of the pager, at several page sizes.
+//! - `sbma`: a region of the pager, at several page sizes, on each fault
+//!   backend (`sig`: SIGSEGV handler; `uffd`: userfaultfd).
 //!
 //! Each mode runs in a child process that first joins a memory cgroup
 //! limited to the budget. The harness creates the swap file and the cgroup
@@ -28,7 +29,8 @@
 //! Any mismatch fails the run.
 //!
 //! Run: `cargo bench -p sbma-benches --bench outofcore -- [--size 2G]
-//! [--budget 512M] [--pages 16K,64K,256K] [--ops 100000] [--only swap,sbma]`
+//! [--budget 512M] [--pages 16K,64K,256K] [--backends signal,uffd]
+//! [--ops 100000] [--only swap,sbma]`
 //! `--only` keeps the modes whose names start with one of the prefixes;
 //! `--verbose` prints sbma's statistics after each phase. For comparisons,
 //! sbma's children honour `SBMA_BENCH_BUFFERED=1` (no `O_DIRECT`),
@@ -55,6 +57,7 @@ struct Config {
     size: usize,
     budget: usize,
     pages: Vec<usize>,
+    backends: Vec<String>,
     ops: usize,
     /// Run only the modes whose name starts with one of these.
     only: Vec<String>,
@@ -72,6 +75,7 @@ fn main() {
         size: 2 << 30,
         budget: 512 << 20,
         pages: vec![16 << 10, 64 << 10, 256 << 10],
+        backends: vec!["signal".into(), "uffd".into()],
         ops: 100_000,
         only: Vec::new(),
         verbose: false,
@@ -89,6 +93,7 @@ fn main() {
                     .collect()
             }
             "--ops" => cfg.ops = val().parse().expect("--ops"),
+            "--backends" => cfg.backends = val().split(',').map(str::to_owned).collect(),
             "--verbose" => cfg.verbose = true,
             "--only" => cfg.only = val().split(',').map(str::to_owned).collect(),
             _ => {} // cargo bench passes --bench
@@ -114,15 +119,30 @@ fn main() {
         modes.push(("swap".to_string(), "swap".to_string()));
         modes.push(("file".to_string(), "file".to_string()));
     }
-    for p in &cfg.pages {
-        modes.push((format!("sbma {}K", p >> 10), format!("sbma:{p}")));
+    for b in &cfg.backends {
+        let backend: sbma_pager::Backend = b.parse().expect("--backends");
+        if let Err(e) = backend.available() {
+            println!("{b}: skipped: {e}");
+            continue;
+        }
+        let short = if backend == sbma_pager::Backend::Signal {
+            "sig"
+        } else {
+            b.as_str()
+        };
+        for p in &cfg.pages {
+            modes.push((
+                format!("sbma-{short} {}K", p >> 10),
+                format!("sbma:{b}:{p}"),
+            ));
+        }
     }
     if !cfg.only.is_empty() {
         modes.retain(|(name, _)| cfg.only.iter().any(|o| name.starts_with(o.as_str())));
     }
     let mut results: HashMap<String, [f64; 3]> = HashMap::new();
     println!(
-        "{:<12} {:>14} {:>14} {:>14}",
+        "{:<15} {:>14} {:>14} {:>14}",
         "mode", "seq write MB/s", "seq rmw MB/s", "random ops/s"
     );
     for (name, mode) in &modes {
@@ -144,11 +164,11 @@ fn main() {
         let v = match sbma_benches::child::result(&out) {
             Ok(v) => v,
             Err(e) => {
-                println!("{name:<12} {e}");
+                println!("{name:<15} {e}");
                 continue;
             }
         };
-        println!("{name:<12} {:>14.1} {:>14.1} {:>14.0}", v[0], v[1], v[2]);
+        println!("{name:<15} {:>14.1} {:>14.1} {:>14.0}", v[0], v[1], v[2]);
         if cfg.verbose {
             print!("{}", String::from_utf8_lossy(&out.stderr));
         }
@@ -157,7 +177,7 @@ fn main() {
     if limit.is_some() {
         println!("\nratios (sbma / baseline, higher is better)");
         println!(
-            "{:<12} {:>22} {:>22} {:>22}",
+            "{:<15} {:>22} {:>22} {:>22}",
             "mode", "seq write vs swap|file", "seq rmw vs swap|file", "random vs swap|file"
         );
         for (name, _) in modes.iter().filter(|m| m.0.starts_with("sbma")) {
@@ -167,7 +187,7 @@ fn main() {
                 continue;
             };
             let r = |i: usize| format!("{:.2}x | {:.2}x", s[i] / sw[i], s[i] / f[i]);
-            println!("{name:<12} {:>22} {:>22} {:>22}", r(0), r(1), r(2));
+            println!("{name:<15} {:>22} {:>22} {:>22}", r(0), r(1), r(2));
         }
     }
     drop(limit);
@@ -231,13 +251,16 @@ fn child(args: &[String]) {
             p.cast()
         }
         m => {
-            let page: usize = m.strip_prefix("sbma:").unwrap().parse().unwrap();
+            let (backend, page) = m.strip_prefix("sbma:").unwrap().split_once(':').unwrap();
+            let backend: sbma_pager::Backend = backend.parse().unwrap();
+            let page: usize = page.parse().unwrap();
             let direct = std::env::var("SBMA_BENCH_BUFFERED").is_err();
             let build = |budget: usize| {
                 sbma_pager::Pager::builder()
                     .budget(budget)
                     .page_size(page)
                     .max_size(size)
+                    .backend(backend)
                     .dir(&tmp)
                     .direct_io(direct)
                     .background_io(std::env::var("SBMA_BENCH_SYNC").is_err())

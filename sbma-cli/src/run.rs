@@ -52,6 +52,13 @@ impl Options {
                     o.env.push(("SBMA_POLICY", p));
                 }
                 "--dir" => o.env.push(("SBMA_DIR", value("--dir")?)),
+                "--backend" => {
+                    let b = value("--backend")?;
+                    if !["auto", "signal", "uffd"].contains(&b.as_str()) {
+                        return Err(format!("--backend `{b}`: expected auto, signal or uffd"));
+                    }
+                    o.env.push(("SBMA_BACKEND", b));
+                }
                 "--stats" => match inline.as_deref() {
                     None => o.env.push(("SBMA_STATS", "1".into())),
                     Some("json") => o.env.push(("SBMA_STATS", "json".into())),

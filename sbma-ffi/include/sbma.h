@@ -181,6 +181,26 @@ typedef enum sbma_policy {
 } sbma_policy;
 
 /**
+ * The fault backend (see docs/uffd.md).
+ */
+typedef enum sbma_backend {
+  /**
+   * userfaultfd where the process may open one, else the signal backend
+   * (the default).
+   */
+  SBMA_BACKEND_AUTO = 0,
+  /**
+   * `PROT_NONE` pages and a SIGSEGV handler.
+   */
+  SBMA_BACKEND_SIGNAL = 1,
+  /**
+   * userfaultfd; `sbma_new` fails with `SBMA_INVALID_CONFIG` where it
+   * cannot be opened.
+   */
+  SBMA_BACKEND_UFFD = 2,
+} sbma_backend;
+
+/**
  * Reads only, or reads and writes.
  */
 typedef enum sbma_access {
@@ -227,6 +247,10 @@ typedef struct sbma_config {
    * Background write-back and prefetch threads (1) or none (0).
    */
   int background_io;
+  /**
+   * The fault backend.
+   */
+  enum sbma_backend backend;
 } sbma_config;
 
 /**
@@ -293,6 +317,10 @@ typedef struct sbma_stats {
    * Bytes of spans held by large objects.
    */
   uint64_t large_bytes;
+  /**
+   * The fault backend in use (never `SBMA_BACKEND_AUTO`).
+   */
+  enum sbma_backend backend;
 } sbma_stats;
 
 /**
@@ -323,7 +351,8 @@ extern "C" {
 
 /**
  * Fills `cfg` with the defaults: 256 MiB budget, 16 KiB pages, 16 GiB of
- * address space, `$TMPDIR`, CLOCK, background I/O.
+ * address space, `$TMPDIR`, CLOCK, background I/O, backend chosen
+ * automatically.
  *
  * # Safety
  * `cfg` is NULL or valid for writing.

@@ -12,7 +12,7 @@
 use crate::result::{boundary, fail, sbma_result, set_last_error};
 use core::ffi::{CStr, c_char, c_int, c_void};
 use sbma_alloc::SbmaAlloc;
-use sbma_alloc::sbma_pager::{Access, Pager, PolicyKind};
+use sbma_alloc::sbma_pager::{Access, Backend, Pager, PolicyKind};
 
 /// An allocator instance: its own budget, arena and backing file.
 #[allow(non_camel_case_types, reason = "C naming")]
@@ -33,6 +33,27 @@ pub enum sbma_policy {
     SBMA_POLICY_FIFO = 2,
     /// Evict everything when full.
     SBMA_POLICY_ALL = 3,
+}
+
+/// The fault backend (see docs/uffd.md).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types, reason = "C naming")]
+pub enum sbma_backend {
+    /// userfaultfd where the process may open one, else the signal backend
+    /// (the default).
+    SBMA_BACKEND_AUTO = 0,
+    /// `PROT_NONE` pages and a SIGSEGV handler.
+    SBMA_BACKEND_SIGNAL = 1,
+    /// userfaultfd; `sbma_new` fails with `SBMA_INVALID_CONFIG` where it
+    /// cannot be opened.
+    SBMA_BACKEND_UFFD = 2,
+}
+
+impl Default for sbma_backend {
+    fn default() -> Self {
+        sbma_backend::SBMA_BACKEND_AUTO
+    }
 }
 
 /// Reads only, or reads and writes.
@@ -72,10 +93,13 @@ pub struct sbma_config {
     pub policy: sbma_policy,
     /// Background write-back and prefetch threads (1) or none (0).
     pub background_io: c_int,
+    /// The fault backend.
+    pub backend: sbma_backend,
 }
 
 /// Fills `cfg` with the defaults: 256 MiB budget, 16 KiB pages, 16 GiB of
-/// address space, `$TMPDIR`, CLOCK, background I/O.
+/// address space, `$TMPDIR`, CLOCK, background I/O, backend chosen
+/// automatically.
 ///
 /// # Safety
 /// `cfg` is NULL or valid for writing.
@@ -93,6 +117,7 @@ pub unsafe extern "C" fn sbma_config_default(cfg: *mut sbma_config) -> sbma_resu
             dir: core::ptr::null(),
             policy: sbma_policy::SBMA_POLICY_CLOCK,
             background_io: 1,
+            backend: sbma_backend::SBMA_BACKEND_AUTO,
         })
     };
     sbma_result::SBMA_OK
@@ -110,6 +135,11 @@ pub(crate) unsafe fn pager_builder(
         .page_size(cfg.page_size)
         .max_size(cfg.arena_size)
         .background_io(cfg.background_io != 0)
+        .backend(match cfg.backend {
+            sbma_backend::SBMA_BACKEND_AUTO => Backend::Auto,
+            sbma_backend::SBMA_BACKEND_SIGNAL => Backend::Signal,
+            sbma_backend::SBMA_BACKEND_UFFD => Backend::Uffd,
+        })
         .policy(match cfg.policy {
             sbma_policy::SBMA_POLICY_CLOCK => PolicyKind::Clock,
             sbma_policy::SBMA_POLICY_LRU => PolicyKind::Lru,
@@ -379,6 +409,8 @@ pub struct sbma_stats {
     pub small_bytes: u64,
     /// Bytes of spans held by large objects.
     pub large_bytes: u64,
+    /// The fault backend in use (never `SBMA_BACKEND_AUTO`).
+    pub backend: sbma_backend,
 }
 
 /// Fills `*out` with the statistics of `h`.
@@ -417,6 +449,10 @@ pub unsafe extern "C" fn sbma_stats_get(h: *mut sbma_t, out: *mut sbma_stats) ->
                 budget: p.budget,
                 small_bytes: s.small_bytes,
                 large_bytes: s.large_bytes as u64,
+                backend: match p.backend {
+                    Backend::Uffd => sbma_backend::SBMA_BACKEND_UFFD,
+                    _ => sbma_backend::SBMA_BACKEND_SIGNAL,
+                },
             })
         };
         sbma_result::SBMA_OK

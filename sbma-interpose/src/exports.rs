@@ -57,7 +57,8 @@ extern "C" fn print_stats() {
     let p = &s.pager;
     let line = if STATS_JSON.load(Ordering::Relaxed) {
         format!(
-            "{{\"read_faults\":{},\"write_faults\":{},\"bytes_read\":{},\"bytes_written\":{},\"pages_evicted\":{},\"peak_resident\":{},\"budget\":{},\"read_ns\":{},\"write_ns\":{},\"small_bytes\":{},\"large_bytes\":{}}}\n",
+            "{{\"backend\":\"{}\",\"read_faults\":{},\"write_faults\":{},\"bytes_read\":{},\"bytes_written\":{},\"pages_evicted\":{},\"peak_resident\":{},\"budget\":{},\"read_ns\":{},\"write_ns\":{},\"small_bytes\":{},\"large_bytes\":{}}}\n",
+            p.backend,
             p.read_faults,
             p.write_faults,
             p.bytes_read,
@@ -72,7 +73,8 @@ extern "C" fn print_stats() {
         )
     } else {
         format!(
-            "sbma: {} read faults, {} write faults, {:.1} MiB in, {:.1} MiB out, {} pages evicted, peak resident {:.1} of {:.1} MiB, {:.3} s reading, {:.3} s writing\n",
+            "sbma ({}): {} read faults, {} write faults, {:.1} MiB in, {:.1} MiB out, {} pages evicted, peak resident {:.1} of {:.1} MiB, {:.3} s reading, {:.3} s writing\n",
+            p.backend,
             p.read_faults,
             p.write_faults,
             p.bytes_read as f64 / 1048576.0,
@@ -83,6 +85,12 @@ extern "C" fn print_stats() {
             p.read_ns as f64 / 1e9,
             p.write_ns as f64 / 1e9
         )
+    };
+    let line = match p.backend_note {
+        Some(note) if !STATS_JSON.load(Ordering::Relaxed) => {
+            format!("{line}sbma: signal backend because {note}\n")
+        }
+        _ => line,
     };
     // SAFETY: writing our own buffer to (our copy of) stderr.
     let _ = unsafe {

@@ -31,10 +31,12 @@
 
 use crate::error::Error;
 use crate::lock::FutexLock;
+use crate::memory::{Backend, FillMethod, Memory, SignalMemory, UffdMemory};
 use crate::staging::Staging;
 use crate::stats::{Counters, Stats};
 use crate::streams::Streams;
-use crate::sys::{self, Prot};
+use crate::sys;
+use crate::uffd::Uffd;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::Errno;
@@ -47,6 +49,7 @@ use std::sync::Arc;
 mod workers;
 pub(crate) use workers::Workers;
 pub use workers::is_pager_thread;
+pub(crate) use workers::mark_pager_thread;
 
 /// The most a read-ahead loads in one I/O.
 pub const READAHEAD_BYTES: usize = 512 << 10;
@@ -66,17 +69,6 @@ pub enum Access {
     Read,
     /// Reads and writes.
     Write,
-}
-
-/// How pages are filled while they stay inaccessible.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FillMethod {
-    /// Read into a staging buffer, then `pwrite` into the page through
-    /// `/proc/self/mem` (the kernel's forced access): no VMA changes.
-    SelfMem,
-    /// Read into a fresh staging mapping and `mremap` it over the page:
-    /// works everywhere, but each moved page stays a separate VMA.
-    Remap,
 }
 
 /// Why a fault could not be resolved.
@@ -125,13 +117,17 @@ pub(crate) struct ArenaConfig {
     pub policy: AnyPolicy,
     pub budget: Arc<dyn Budget + Send + Sync>,
     pub store: OwnedFd,
-    pub fill: FillMethod,
+    /// Why `Auto` fell back to the signal backend.
+    pub backend_note: Option<&'static str>,
+    pub memory: MemoryChoice,
     pub reclaim_batch: usize,
 }
 
-enum Filler {
-    SelfMem { mem: OwnedFd, staging: Staging },
-    Remap,
+/// The backend an arena is created with (already resolved from
+/// [`Backend::Auto`]).
+pub(crate) enum MemoryChoice {
+    Signal(FillMethod),
+    Uffd(Uffd),
 }
 
 /// One reservation with its table, store, policy and counters.
@@ -142,7 +138,10 @@ pub struct Arena {
     table: sbma_core::PageTable,
     allocated: Box<[AtomicU64]>,
     store: OwnedFd,
-    filler: Filler,
+    memory: Box<dyn Memory>,
+    backend_note: Option<&'static str>,
+    /// Buffers fills read into (when the backend uses them).
+    staging: Option<Staging>,
     budget: Arc<dyn Budget + Send + Sync>,
     policy: spin::Mutex<AnyPolicy>,
     reclaim: FutexLock<Vec<PageIndex>>,
@@ -177,24 +176,28 @@ impl Arena {
                 requested: usize::MAX,
                 arena: 0,
             })?;
-        let base = sys::reserve(len.bytes()).map_err(|e| Error::Map {
-            op: "reserving the arena",
-            source: e,
-        })?;
         let max_window = (READAHEAD_BYTES >> cfg.page.shift()).max(1);
-        let filler = match cfg.fill {
-            FillMethod::SelfMem => Filler::SelfMem {
-                mem: sys::open_self_mem().map_err(|e| Error::Map {
-                    op: "opening /proc/self/mem",
-                    source: e,
-                })?,
-                staging: Staging::new(STAGING_SLOTS, PREFETCH_BYTES.max(cfg.page.bytes()))
-                    .map_err(|e| Error::Map {
+        let (memory, base): (Box<dyn Memory>, *mut u8) = match cfg.memory {
+            MemoryChoice::Signal(fill) => SignalMemory::new(len.bytes(), fill)
+                .map(|(m, b)| (Box::new(m) as Box<dyn Memory>, b)),
+            MemoryChoice::Uffd(uffd) => UffdMemory::new(uffd, len.bytes(), cfg.page.bytes())
+                .map(|(m, b)| (Box::new(m) as Box<dyn Memory>, b)),
+        }
+        .map_err(|(op, source)| Error::Map { op, source })?;
+        let staging = if memory.uses_staging() {
+            match Staging::new(STAGING_SLOTS, PREFETCH_BYTES.max(cfg.page.bytes())) {
+                Ok(s) => Some(s),
+                Err(source) => {
+                    // SAFETY: our fresh reservation, used by nobody yet.
+                    let _ = unsafe { sys::unmap(base, len.bytes()) };
+                    return Err(Error::Map {
                         op: "mapping staging buffers",
-                        source: e,
-                    })?,
-            },
-            FillMethod::Remap => Filler::Remap,
+                        source,
+                    });
+                }
+            }
+        } else {
+            None
         };
         let budget_pages = cfg.budget.limit() >> cfg.page.shift();
         Ok(Arena {
@@ -206,7 +209,9 @@ impl Arena {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             store: cfg.store,
-            filler,
+            memory,
+            backend_note: cfg.backend_note,
+            staging,
             budget: cfg.budget,
             policy: spin::Mutex::new(cfg.policy),
             reclaim: FutexLock::new(Vec::with_capacity(budget_pages + cfg.reclaim_batch + 64)),
@@ -231,6 +236,37 @@ impl Arena {
         sys::process_id() != self.owner
     }
 
+    /// In a forked child: makes every page that is not resident and idle
+    /// inaccessible (see `fork`), so touching it faults into the handler,
+    /// which reports it, instead of reading zeros.
+    pub(crate) fn fence_after_fork(&self) {
+        let kept = |p: PageIndex| {
+            let s = self.table.state(p);
+            s.is_resident() && !s.is_busy()
+        };
+        let fence = |start: usize, end: usize| {
+            let run = PageRange::new(PageIndex(start), PageCount(end - start));
+            // SAFETY: the child's own copy of the reservation; nothing of
+            // the program runs concurrently (atfork child handler).
+            let _ = unsafe { sys::protect(self.addr(run.start), self.bytes(run), sys::Prot::None) };
+        };
+        let mut start = None;
+        let end = self.used().count.get();
+        for p in 0..end {
+            match (kept(PageIndex(p)), start) {
+                (false, None) => start = Some(p),
+                (true, Some(s)) => {
+                    fence(s, p);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            fence(s, end);
+        }
+    }
+
     /// Whether `addr` lies in the reservation.
     pub fn contains(&self, addr: usize) -> bool {
         addr.wrapping_sub(self.base as usize) < self.len
@@ -244,6 +280,16 @@ impl Arena {
     /// The page size.
     pub fn page_size(&self) -> PageSize {
         self.page
+    }
+
+    /// The fault backend in use.
+    pub fn backend(&self) -> Backend {
+        self.memory.backend()
+    }
+
+    /// The userfaultfd to serve (uffd backend).
+    pub(crate) fn uffd(&self) -> Option<&Uffd> {
+        self.memory.uffd()
     }
 
     /// Whether the backing file bypasses the page cache (`O_DIRECT`).
@@ -276,6 +322,8 @@ impl Arena {
         s.resident = self.budget.resident() as u64;
         s.dirty = (self.table.dirty_pages().get() << self.page.shift()) as u64;
         s.budget = self.budget.limit() as u64;
+        s.backend = self.backend();
+        s.backend_note = self.backend_note;
         s
     }
 
@@ -943,18 +991,15 @@ impl PageBackend for Arena {
     const DISCARD_ZEROES: bool = true;
 
     fn protect(&self, range: PageRange, prot: Protection) -> Result<(), ActionError> {
-        let prot = match prot {
-            Protection::None => Prot::None,
-            Protection::Read => Prot::Read,
-            Protection::ReadWrite => Prot::ReadWrite,
-        };
         // SAFETY: the range is inside the reservation and busy (no other
         // thread changes it); managed memory is only reached by raw pointers.
-        unsafe { sys::protect(self.addr(range.start), self.bytes(range), prot) }.map_err(|errno| {
-            ActionError {
-                errno,
-                protect: true,
-            }
+        unsafe {
+            self.memory
+                .protect(self.addr(range.start), self.bytes(range), prot)
+        }
+        .map_err(|errno| ActionError {
+            errno,
+            protect: true,
         })
     }
 
@@ -965,34 +1010,15 @@ impl PageBackend for Arena {
             self.offset(range.start),
         );
         let t0 = sys::now_ns();
-        let r = match &self.filler {
-            Filler::SelfMem { mem, staging } => {
-                debug_assert!(len <= staging.slot_len());
-                let slot = staging.acquire();
-                // SAFETY: the slot is ours and `len` fits in it; the target
-                // page is busy and inaccessible, and is written only through
-                // /proc/self/mem, which the kernel performs as a whole.
-                unsafe {
-                    sys::read_full(self.store.as_fd(), slot.as_ptr(), len, off).map_err(io)?;
-                    sys::write_full(mem.as_fd(), slot.as_ptr(), len, addr as u64).map_err(io)
-                }
-            }
-            Filler::Remap => {
-                let tmp = sys::map_rw(len).map_err(io)?;
-                // SAFETY: `tmp` is a fresh private mapping of `len` bytes.
-                // It is made inaccessible before it replaces the target, so
-                // the page becomes visible only through GRANT_* later.
-                unsafe {
-                    let r = sys::read_full(self.store.as_fd(), tmp, len, off)
-                        .and_then(|()| sys::protect(tmp, len, Prot::None))
-                        .and_then(|()| sys::move_mapping(tmp, addr, len));
-                    if r.is_err() {
-                        let _ = sys::unmap(tmp, len);
-                    }
-                    r.map_err(io)
-                }
-            }
-        };
+        let slot = self.staging.as_ref().map(|s| {
+            debug_assert!(len <= s.slot_len());
+            s.acquire()
+        });
+        let buf = slot.as_ref().map_or(core::ptr::null_mut(), |s| s.as_ptr());
+        // SAFETY: the slot is ours and `len` fits in it; the target range
+        // is busy and not yet accessible (see `Memory::fill`).
+        let r = unsafe { self.memory.fill(self.store.as_fd(), off, addr, len, buf) }.map_err(io);
+        drop(slot);
         Counters::add(&self.counters.read_ns, sys::now_ns() - t0);
         if r.is_ok() {
             Counters::add(&self.counters.pages_read, range.count.get() as u64);
@@ -1002,8 +1028,8 @@ impl PageBackend for Arena {
     }
 
     fn zero_fill(&self, range: PageRange) -> Result<(), ActionError> {
-        // Unbacked pages were never touched or were discarded: anonymous
-        // memory already reads as zeros.
+        // SAFETY: the range is busy and not yet accessible.
+        unsafe { self.memory.zero(self.addr(range.start), self.bytes(range)) }.map_err(io)?;
         Counters::add(&self.counters.pages_zeroed, range.count.get() as u64);
         Ok(())
     }
@@ -1030,7 +1056,11 @@ impl PageBackend for Arena {
     fn discard(&self, range: PageRange) -> Result<(), ActionError> {
         // SAFETY: the range is busy and inaccessible; its contents are
         // either in the store or meant to be dropped.
-        unsafe { sys::discard(self.addr(range.start), self.bytes(range)) }.map_err(io)
+        unsafe {
+            self.memory
+                .discard(self.addr(range.start), self.bytes(range))
+        }
+        .map_err(io)
     }
 
     fn punch_hole(&self, range: PageRange) -> Result<(), ActionError> {

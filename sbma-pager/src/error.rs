@@ -37,6 +37,15 @@ pub enum Error {
         /// The OS error.
         source: Errno,
     },
+    /// The requested fault backend cannot be used in this process (only
+    /// for an explicit [`Backend::Uffd`](crate::Backend::Uffd); `Auto`
+    /// falls back instead).
+    Backend {
+        /// Why, and what would allow it.
+        reason: &'static str,
+        /// The OS error.
+        source: Errno,
+    },
     /// The arena has no free range of the requested size.
     OutOfAddressSpace {
         /// Bytes requested.
@@ -88,6 +97,12 @@ impl fmt::Display for Error {
                 dir.display()
             ),
             Error::Map { op, source } => write!(f, "{op} failed: {source}"),
+            Error::Backend { reason, source } => {
+                write!(
+                    f,
+                    "the userfaultfd backend is unavailable: {reason} ({source})"
+                )
+            }
             Error::OutOfAddressSpace { requested, arena } => write!(
                 f,
                 "no free range of {requested} bytes in the arena ({arena} bytes reserved; raise max_size)"

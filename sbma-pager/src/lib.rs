@@ -52,24 +52,30 @@ mod altstack;
 mod arena;
 mod bell;
 mod error;
+mod fork;
 mod lock;
+mod memory;
 mod region;
 mod registry;
+mod service;
 mod signals;
 mod staging;
 mod stats;
 mod streams;
 mod sys;
+mod uffd;
 
-pub use arena::{Access, FillMethod, is_pager_thread};
+pub use arena::{Access, is_pager_thread};
 pub use error::Error;
+pub use memory::{Backend, FillMethod};
 pub use sbma_core;
 pub use sbma_core::PolicyKind;
 pub use stats::Stats;
 
-use arena::{Arena, ArenaConfig, Workers};
+use arena::{Arena, ArenaConfig, MemoryChoice, Workers};
 use region::FreeRanges;
 use sbma_core::{LocalBudget, PageCount, PageIndex, PageRange, PageSize};
+use service::Service;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -94,6 +100,7 @@ pub struct PagerBuilder {
     policy: PolicyKind,
     max_size: Option<usize>,
     fill: Option<FillMethod>,
+    backend: Backend,
     reclaim_batch: Option<usize>,
     direct_io: bool,
     background_io: bool,
@@ -108,6 +115,7 @@ impl Default for PagerBuilder {
             policy: PolicyKind::Clock,
             max_size: None,
             fill: None,
+            backend: Backend::Auto,
             reclaim_batch: None,
             direct_io: true,
             background_io: true,
@@ -151,6 +159,14 @@ impl PagerBuilder {
     /// kernel allows it, else [`FillMethod::Remap`]).
     pub fn fill_method(mut self, fill: FillMethod) -> Self {
         self.fill = Some(fill);
+        self
+    }
+
+    /// The fault backend (default [`Backend::Auto`]: userfaultfd where the
+    /// process may use it, else the signal backend; see
+    /// [`Stats::backend_note`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
         self
     }
 
@@ -223,6 +239,13 @@ impl PagerBuilder {
                     reason: e.to_string(),
                 })?;
         }
+        if let Some(v) = var("SBMA_BACKEND") {
+            b.backend = v.parse().map_err(|reason| Error::Config {
+                name: "SBMA_BACKEND",
+                value: v.clone(),
+                reason,
+            })?;
+        }
         Ok(b)
     }
 
@@ -267,13 +290,34 @@ impl PagerBuilder {
             sys::set_direct(rustix::fd::AsFd::as_fd(&store));
         }
         let budget_pages = self.budget >> page.shift();
+        let (memory, backend_note) = match self.backend {
+            Backend::Signal => (
+                MemoryChoice::Signal(self.fill.unwrap_or_else(default_fill)),
+                None,
+            ),
+            Backend::Uffd => (
+                MemoryChoice::Uffd(uffd::Uffd::open().map_err(|u| Error::Backend {
+                    reason: u.reason,
+                    source: u.errno,
+                })?),
+                None,
+            ),
+            Backend::Auto => match uffd::Uffd::open() {
+                Ok(u) => (MemoryChoice::Uffd(u), None),
+                Err(u) => (
+                    MemoryChoice::Signal(self.fill.unwrap_or_else(default_fill)),
+                    Some(u.reason),
+                ),
+            },
+        };
         let arena = Arc::new(Arena::new(ArenaConfig {
             page,
             pages,
             policy: self.policy.build(pages),
             budget: Arc::new(LocalBudget::new(self.budget)),
             store,
-            fill: self.fill.unwrap_or_else(default_fill),
+            memory,
+            backend_note,
             reclaim_batch: self
                 .reclaim_batch
                 .unwrap_or((budget_pages / 16).clamp(1, 64)),
@@ -287,10 +331,27 @@ impl PagerBuilder {
             signals::release();
             return Err(Error::TooManyArenas);
         };
+        let service = if arena.uffd().is_some() {
+            fork::watch();
+            match Service::start(&arena) {
+                Ok(s) => Some(s),
+                Err(source) => {
+                    registry::unpublish(slot);
+                    signals::release();
+                    return Err(Error::Map {
+                        op: "starting the userfaultfd service threads",
+                        source,
+                    });
+                }
+            }
+        } else {
+            None
+        };
         let workers = self.background_io.then(|| Workers::start(&arena));
         Ok(Pager {
             inner: Arc::new(Inner {
                 workers,
+                service,
                 arena,
                 slot,
                 free: Mutex::new(FreeRanges::new(pages)),
@@ -337,6 +398,7 @@ fn probe_self_mem() -> bool {
 struct Inner {
     arena: Arc<Arena>,
     workers: Option<Workers>,
+    service: Option<Service>,
     slot: usize,
     free: Mutex<FreeRanges>,
 }
@@ -345,6 +407,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(w) = self.workers.take() {
             w.stop(&self.arena);
+        }
+        if let Some(s) = self.service.take() {
+            s.stop(&self.arena);
         }
         registry::unpublish(self.slot);
         signals::release();
@@ -379,6 +444,11 @@ impl Pager {
     /// The SBMA page size.
     pub fn page_size(&self) -> usize {
         self.arena().page_size().bytes()
+    }
+
+    /// The fault backend in use (never [`Backend::Auto`]).
+    pub fn backend(&self) -> Backend {
+        self.arena().backend()
     }
 
     /// Whether the backing file is read and written with `O_DIRECT` (asked

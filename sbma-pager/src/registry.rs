@@ -91,3 +91,18 @@ pub fn with_arena<R>(addr: usize, f: impl FnOnce(&Arena) -> R) -> Option<R> {
     ACTIVE[e].fetch_sub(1, Ordering::SeqCst);
     result
 }
+
+/// Runs `f` on every published arena (used in a forked child, where no
+/// other thread exists).
+pub fn for_each(mut f: impl FnMut(&Arena)) {
+    let e = EPOCH.load(Ordering::SeqCst) & 1;
+    ACTIVE[e].fetch_add(1, Ordering::SeqCst);
+    for slot in &SLOTS {
+        let p = slot.load(Ordering::SeqCst);
+        if !p.is_null() {
+            // SAFETY: as in `with_arena`.
+            f(unsafe { &*p });
+        }
+    }
+    ACTIVE[e].fetch_sub(1, Ordering::SeqCst);
+}

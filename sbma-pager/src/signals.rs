@@ -135,10 +135,13 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: as above.
     let saved = unsafe { *errno_slot };
     // SAFETY: the kernel passes a valid siginfo_t for SIGSEGV/SIGBUS.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
     // SAFETY: ctx comes from the kernel.
     let write = unsafe { is_write(ctx) };
-    let outcome = if sig == libc::SIGSEGV {
+    // Only faults raised by the kernel (si_code > 0) carry an address; a
+    // SIGSEGV sent by kill/tgkill (the uffd service's answer to a use
+    // after free) is never ours.
+    let outcome = if sig == libc::SIGSEGV && code > 0 {
         registry::with_arena(addr, |arena| arena.on_fault(addr, write)).flatten()
     } else {
         None
@@ -190,7 +193,7 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
 }
 
 /// Reports an unresolvable fault in one line and aborts.
-fn fatal(addr: usize, e: FaultError) -> ! {
+pub(crate) fn fatal(addr: usize, e: FaultError) -> ! {
     let mut hex = [0u8; 18];
     let what: &[u8] = match e {
         FaultError::Read(_) => b"reading the page from the backing file failed: ",

@@ -42,6 +42,11 @@ pub struct Stats {
     pub peak_resident: u64,
     /// The budget.
     pub budget: u64,
+    /// The fault backend in use.
+    pub backend: crate::Backend,
+    /// Why [`Backend::Auto`](crate::Backend::Auto) chose the signal
+    /// backend (userfaultfd unavailable), if it did.
+    pub backend_note: Option<&'static str>,
 }
 
 #[derive(Default)]

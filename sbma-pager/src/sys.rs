@@ -39,6 +39,36 @@ pub fn reserve(len: usize) -> Result<*mut u8, Errno> {
     Ok(p.cast())
 }
 
+/// Reserves `len` bytes of read-write address space with no commit charge:
+/// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE)`
+/// (the uffd backend's arena, whose faults are missing-page faults).
+///
+/// # Errors
+/// `ENOMEM` if the address space is exhausted.
+pub fn reserve_rw(len: usize) -> Result<*mut u8, Errno> {
+    // SAFETY: as in `reserve`.
+    let p = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
+    }?;
+    Ok(p.cast())
+}
+
+/// Keeps transparent huge pages out of a range: `madvise(MADV_NOHUGEPAGE)`
+/// (a huge page would be filled and dropped as one, behind the pager's
+/// back).
+///
+/// # Safety
+/// See the module doc.
+pub unsafe fn no_huge_pages(addr: *mut u8, len: usize) -> Result<(), Errno> {
+    // SAFETY: forwarded to the caller; the advice changes no contents.
+    unsafe { rustix::mm::madvise(addr.cast::<c_void>(), len, Advice::LinuxNoHugepage) }
+}
+
 /// Allocates `len` bytes of ordinary read-write anonymous memory (staging
 /// buffers, alternate signal stacks).
 ///

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::Variant;
 use sbma_pager::{Access, Error, Pager};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -17,14 +18,16 @@ const PAGE: usize = 16 << 10;
 /// exact evictions, loads and residency, and a writer evicting ahead of need
 /// would make those counts depend on timing. `background.rs` and
 /// `integrity.rs` cover the background threads.
-fn pager(budget_pages: usize) -> Pager {
-    Pager::builder()
-        .budget(budget_pages * PAGE)
-        .page_size(PAGE)
-        .max_size(1 << 30)
-        .background_io(false)
-        .build()
-        .unwrap()
+fn pager(b: Variant, budget_pages: usize) -> Pager {
+    b.apply(
+        Pager::builder()
+            .budget(budget_pages * PAGE)
+            .page_size(PAGE)
+            .max_size(1 << 30)
+            .background_io(false),
+    )
+    .build()
+    .unwrap()
 }
 
 fn fill(p: *mut u8, len: usize, seed: u8) {
@@ -77,7 +80,13 @@ fn configuration_errors_are_clear() {
 
 #[test]
 fn zero_sized_and_huge_regions() {
-    let pager = pager(8);
+    for b in common::backends() {
+        zero_sized_and_huge_regions_on(b);
+    }
+}
+
+fn zero_sized_and_huge_regions_on(b: Variant) {
+    let pager = pager(b, 8);
     let empty = pager.alloc(0).unwrap();
     assert!(empty.is_empty() && !empty.as_ptr().is_null());
     assert!(!pager.contains(empty.as_ptr()));
@@ -102,7 +111,13 @@ fn zero_sized_and_huge_regions() {
 
 #[test]
 fn regions_are_independent_and_freed_space_reads_zero() {
-    let pager = pager(8);
+    for b in common::backends() {
+        regions_are_independent_and_freed_space_reads_zero_on(b);
+    }
+}
+
+fn regions_are_independent_and_freed_space_reads_zero_on(b: Variant) {
+    let pager = pager(b, 8);
     let a = pager.alloc(20 * PAGE).unwrap();
     let b = pager.alloc(20 * PAGE + 100).unwrap();
     fill(a.as_mut_ptr(), a.len(), 1);
@@ -123,7 +138,13 @@ fn regions_are_independent_and_freed_space_reads_zero() {
 
 #[test]
 fn resize_grows_and_shrinks_in_place() {
-    let pager = pager(8);
+    for b in common::backends() {
+        resize_grows_and_shrinks_in_place_on(b);
+    }
+}
+
+fn resize_grows_and_shrinks_in_place_on(b: Variant) {
+    let pager = pager(b, 8);
     let mut r = pager.alloc(10 * PAGE).unwrap();
     fill(r.as_mut_ptr(), r.len(), 3);
     pager.evict_all().unwrap();
@@ -159,7 +180,13 @@ fn resize_grows_and_shrinks_in_place() {
 
 #[test]
 fn clear_zeroes_whole_pages_only_and_is_never_written_back() {
-    let pager = pager(4);
+    for b in common::backends() {
+        clear_zeroes_whole_pages_only_and_is_never_written_back_on(b);
+    }
+}
+
+fn clear_zeroes_whole_pages_only_and_is_never_written_back_on(b: Variant) {
+    let pager = pager(b, 4);
     let r = pager.alloc(16 * PAGE).unwrap();
     fill(r.as_mut_ptr(), r.len(), 5);
     pager.evict_all().unwrap();
@@ -191,11 +218,17 @@ fn clear_zeroes_whole_pages_only_and_is_never_written_back() {
 
 #[test]
 fn clear_over_mixed_states_releases_exactly_what_was_held() {
+    for b in common::backends() {
+        clear_over_mixed_states_releases_exactly_what_was_held_on(b);
+    }
+}
+
+fn clear_over_mixed_states_releases_exactly_what_was_held_on(b: Variant) {
     // 48 pages: resident dirty, resident clean, evicted and never-touched
     // pages interleaved, so one clear meets every state in runs and
     // alone. Cleared pages read zeros, neighbours keep their bytes, the
     // budget gets back exactly the resident pages, nothing is written.
-    let pager = pager(64);
+    let pager = pager(b, 64);
     let r = pager.alloc(48 * PAGE).unwrap();
     let p = r.as_mut_ptr();
     for page in 0..48 {
@@ -247,7 +280,13 @@ fn clear_over_mixed_states_releases_exactly_what_was_held() {
 
 #[test]
 fn touch_evict_and_invalid_ranges() {
-    let pager = pager(8);
+    for b in common::backends() {
+        touch_evict_and_invalid_ranges_on(b);
+    }
+}
+
+fn touch_evict_and_invalid_ranges_on(b: Variant) {
+    let pager = pager(b, 8);
     let r = pager.alloc(8 * PAGE).unwrap();
     pager.touch(r.as_ptr(), r.len(), Access::Write).unwrap();
     let s = pager.stats();
@@ -269,7 +308,13 @@ fn touch_evict_and_invalid_ranges() {
 
 #[test]
 fn syscalls_into_evicted_memory_work_after_prepare() {
-    let pager = pager(8);
+    for b in common::backends() {
+        syscalls_into_evicted_memory_work_after_prepare_on(b);
+    }
+}
+
+fn syscalls_into_evicted_memory_work_after_prepare_on(b: Variant) {
+    let pager = pager(b, 8);
     let r = pager.alloc(32 * PAGE).unwrap();
     fill(r.as_mut_ptr(), r.len(), 9);
     pager.evict_all().unwrap();
@@ -280,13 +325,17 @@ fn syscalls_into_evicted_memory_work_after_prepare() {
     let fd = file.as_raw_fd();
     let buf = r.as_mut_ptr().wrapping_add(5 * PAGE + 10);
 
-    // Without preparation the kernel refuses the inaccessible buffer.
-    // SAFETY: pread into a region of ours; the kernel checks access.
-    let n = unsafe { libc::pread(fd, buf.cast(), 100, 0) };
-    assert_eq!(
-        (n, std::io::Error::last_os_error().raw_os_error()),
-        (-1, Some(libc::EFAULT))
-    );
+    // Without preparation the signal backend's inaccessible buffer is
+    // refused by the kernel (uffd needs no preparation: see
+    // `syscalls_into_evicted_memory_just_work_under_uffd`).
+    if matches!(b, Variant::Signal(_)) {
+        // SAFETY: pread into a region of ours; the kernel checks access.
+        let n = unsafe { libc::pread(fd, buf.cast(), 100, 0) };
+        assert_eq!(
+            (n, std::io::Error::last_os_error().raw_os_error()),
+            (-1, Some(libc::EFAULT))
+        );
+    }
 
     // read(2) of 2 pages, short of the 3 prepared: bytes beyond keep their
     // old contents.
@@ -350,9 +399,131 @@ fn syscalls_into_evicted_memory_work_after_prepare() {
     pager.check_invariants().unwrap();
 }
 
+/// Under uffd the kernel's own accesses to evicted memory fault to the
+/// service threads like the program's: read(2), pread(2), recv(2),
+/// write(2) and fstat(2) work on evicted buffers with no preparation, and
+/// a short read leaves the bytes beyond it as they were.
+#[test]
+fn syscalls_into_evicted_memory_just_work_under_uffd() {
+    if !common::variants().contains(&Variant::Uffd) {
+        eprintln!("SKIPPED: syscalls_into_evicted_memory_just_work_under_uffd (see above)");
+        return;
+    }
+    let pager = pager(Variant::Uffd, 8);
+    let r = pager.alloc(32 * PAGE).unwrap();
+    let (base, len) = (r.as_mut_ptr(), r.len());
+    fill(base, len, 21);
+    pager.evict_all().unwrap();
+    let old = |off: usize| 21u8.wrapping_add((off % 253) as u8);
+    let dir = common::tmpdir();
+    let mut file = tempfile_in(&dir);
+    let data: Vec<u8> = (0..3 * PAGE).map(|i| (i % 11) as u8 + 50).collect();
+    file.write_all(&data).unwrap();
+    let fd = file.as_raw_fd();
+
+    // pread of 3 pages at an unaligned offset in evicted memory.
+    let at = 2 * PAGE + 100;
+    // SAFETY: the buffer lies in the region; the kernel fills it.
+    let n = unsafe { libc::pread(fd, base.add(at).cast(), 3 * PAGE, 0) };
+    assert_eq!(n, 3 * PAGE as isize, "{}", std::io::Error::last_os_error());
+    pager.evict_all().unwrap();
+    for (i, &want) in data.iter().enumerate() {
+        // SAFETY: inside the region.
+        let got = unsafe { base.add(at + i).read() };
+        assert_eq!(got, want, "pread byte {i}");
+    }
+
+    // A short read(2): 2 pages asked 3; the third keeps its old bytes.
+    pager.evict_all().unwrap();
+    let at = 10 * PAGE + 7;
+    file.seek(SeekFrom::Start(PAGE as u64)).unwrap();
+    // SAFETY: as above.
+    let n = unsafe { libc::read(fd, base.add(at).cast(), 3 * PAGE) };
+    assert_eq!(n, 2 * PAGE as isize);
+    pager.evict_all().unwrap();
+    for i in 0..3 * PAGE {
+        // SAFETY: inside the region.
+        let got = unsafe { base.add(at + i).read() };
+        let want = if i < 2 * PAGE {
+            data[PAGE + i]
+        } else {
+            old(at + i)
+        };
+        assert_eq!(got, want, "read byte {i}");
+    }
+
+    // recv(2) from a socket pair into evicted memory, and send(2) out of it.
+    pager.evict_all().unwrap();
+    let mut sv = [0; 2];
+    // SAFETY: sv has room for two descriptors.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) };
+    assert_eq!(r, 0);
+    let msg: Vec<u8> = (0..PAGE + 333).map(|i| (i % 13) as u8 + 1).collect();
+    // SAFETY: msg is a live buffer of this length.
+    let n = unsafe { libc::send(sv[0], msg.as_ptr().cast(), msg.len(), 0) };
+    assert_eq!(n, msg.len() as isize);
+    let at = 20 * PAGE - 50;
+    // SAFETY: the buffer lies in the region.
+    let n = unsafe { libc::recv(sv[1], base.add(at).cast(), msg.len(), libc::MSG_WAITALL) };
+    assert_eq!(n, msg.len() as isize, "{}", std::io::Error::last_os_error());
+    pager.evict_all().unwrap();
+    // SAFETY: evicted region memory as the source of a send.
+    let n = unsafe { libc::send(sv[1], base.add(at).cast(), msg.len(), 0) };
+    assert_eq!(n, msg.len() as isize);
+    let mut echo = vec![0u8; msg.len()];
+    // SAFETY: echo is a live buffer of this length.
+    let n = unsafe {
+        libc::recv(
+            sv[0],
+            echo.as_mut_ptr().cast(),
+            echo.len(),
+            libc::MSG_WAITALL,
+        )
+    };
+    assert_eq!(n, msg.len() as isize);
+    assert_eq!(echo, msg, "recv into evicted memory, then send out of it");
+    // SAFETY: our descriptors.
+    unsafe {
+        libc::close(sv[0]);
+        libc::close(sv[1]);
+    }
+
+    // write(2) straight out of evicted memory.
+    pager.evict_all().unwrap();
+    let mut out = tempfile_in(&dir);
+    // SAFETY: region memory as the source.
+    let n = unsafe { libc::write(out.as_raw_fd(), base.add(24 * PAGE).cast(), 4 * PAGE) };
+    assert_eq!(n, 4 * PAGE as isize);
+    out.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = vec![0u8; 4 * PAGE];
+    std::io::Read::read_exact(&mut out, &mut back).unwrap();
+    assert!(
+        back.iter()
+            .enumerate()
+            .all(|(i, &x)| x == old(24 * PAGE + i))
+    );
+
+    // fstat into evicted memory, across a page boundary.
+    pager.evict_all().unwrap();
+    let st = base.wrapping_add(28 * PAGE - 8).cast::<libc::stat>();
+    // SAFETY: the kernel fills the struct inside the region.
+    assert_eq!(unsafe { libc::fstat(fd, st) }, 0);
+    // SAFETY: just filled by the kernel.
+    assert_eq!(unsafe { st.read_unaligned().st_size }, 3 * PAGE as i64);
+    pager.check_invariants().unwrap();
+    let s = pager.stats();
+    assert!(s.pages_read > 0 && s.pages_written > 0, "{s:?}");
+}
+
 #[test]
 fn pins_filling_the_budget_are_reported() {
-    let pager = pager(4);
+    for b in common::backends() {
+        pins_filling_the_budget_are_reported_on(b);
+    }
+}
+
+fn pins_filling_the_budget_are_reported_on(b: Variant) {
+    let pager = pager(b, 4);
     let r = pager.alloc(16 * PAGE).unwrap();
     let guard = pager
         .prepare_for_kernel(r.as_ptr(), 4 * PAGE, Access::Write)
@@ -386,7 +557,13 @@ fn tempfile_in(dir: &std::path::Path) -> std::fs::File {
 
 #[test]
 fn sequential_faults_read_ahead_and_random_ones_do_not() {
-    let pager = pager(256);
+    for b in common::backends() {
+        sequential_faults_read_ahead_and_random_ones_do_not_on(b);
+    }
+}
+
+fn sequential_faults_read_ahead_and_random_ones_do_not_on(b: Variant) {
+    let pager = pager(b, 256);
     let r = pager.alloc(128 * PAGE).unwrap();
     fill(r.as_mut_ptr(), r.len(), 11);
     pager.evict_all().unwrap();

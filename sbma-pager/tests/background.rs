@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{load, store};
+use common::{Variant, load, store};
 use sbma_pager::Pager;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,13 +23,15 @@ fn value(i: usize, pass: u64) -> u64 {
     (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pass
 }
 
-fn pager(background: bool) -> Pager {
-    Pager::builder()
-        .budget(BUDGET)
-        .page_size(16 << 10)
-        .background_io(background)
-        .build()
-        .unwrap()
+fn pager(b: Variant, background: bool) -> Pager {
+    b.apply(
+        Pager::builder()
+            .budget(BUDGET)
+            .page_size(16 << 10)
+            .background_io(background),
+    )
+    .build()
+    .unwrap()
 }
 
 /// Each thread streams through its own quarter: write, then read-check-
@@ -70,9 +72,15 @@ fn streams(pager: &Pager) -> sbma_pager::Stats {
 
 #[test]
 fn writer_and_prefetcher_do_the_work_and_lose_nothing() {
-    let pager = pager(true);
+    for b in common::backends() {
+        writer_and_prefetcher_do_the_work_and_lose_nothing_on(b);
+    }
+}
+
+fn writer_and_prefetcher_do_the_work_and_lose_nothing_on(b: Variant) {
+    let pager = pager(b, true);
     let s = streams(&pager);
-    eprintln!("background on: {s:?}");
+    eprintln!("{b:?}: background on: {s:?}");
     assert!(s.pages_evicted_ahead > 0, "the writer never ran: {s:?}");
     assert!(s.pages_prefetched > 0, "the prefetcher never ran: {s:?}");
     assert!(s.pages_evicted_ahead <= s.pages_evicted, "{s:?}");
@@ -80,9 +88,15 @@ fn writer_and_prefetcher_do_the_work_and_lose_nothing() {
 
 #[test]
 fn without_background_io_the_faulting_threads_do_it_all() {
-    let pager = pager(false);
+    for b in common::backends() {
+        without_background_io_the_faulting_threads_do_it_all_on(b);
+    }
+}
+
+fn without_background_io_the_faulting_threads_do_it_all_on(b: Variant) {
+    let pager = pager(b, false);
     let s = streams(&pager);
-    eprintln!("background off: {s:?}");
+    eprintln!("{b:?}: background off: {s:?}");
     assert_eq!(s.pages_evicted_ahead, 0, "{s:?}");
     assert_eq!(s.pages_prefetched, 0, "{s:?}");
     assert!(s.pages_evicted > 0 && s.pages_read > 0, "{s:?}");
@@ -90,10 +104,16 @@ fn without_background_io_the_faulting_threads_do_it_all() {
 
 #[test]
 fn prefetch_races_with_evict_all() {
+    for b in common::backends() {
+        prefetch_races_with_evict_all_on(b);
+    }
+}
+
+fn prefetch_races_with_evict_all_on(b: Variant) {
     // A reader streams through the region, again and again, while another
     // thread evicts everything in a loop: prefetched pages, pages being
     // prefetched and pages being evicted meet in every order.
-    let pager = pager(true);
+    let pager = pager(b, true);
     let region = pager.alloc(LEN).unwrap();
     let p = region.as_mut_ptr().cast::<u64>();
     for i in 0..WORDS {
@@ -125,17 +145,23 @@ fn prefetch_races_with_evict_all() {
     let rounds = evictor.join().unwrap();
     pager.check_invariants().unwrap();
     let s = pager.stats();
-    eprintln!("{rounds} evict_all rounds: {s:?}");
+    eprintln!("{b:?}: {rounds} evict_all rounds: {s:?}");
     assert!(rounds > 0 && s.pages_prefetched > 0, "{s:?}");
 }
 
 #[test]
 fn dropping_with_prefetches_in_flight_is_clean() {
+    for b in common::backends() {
+        dropping_with_prefetches_in_flight_is_clean_on(b);
+    }
+}
+
+fn dropping_with_prefetches_in_flight_is_clean_on(b: Variant) {
     // Start a stream over evicted pages (so prefetches are posted), then
     // drop the region and the pager at once: the drop waits for the loads
     // in flight, frees everything and stops the threads.
     for _ in 0..20 {
-        let pager = pager(true);
+        let pager = pager(b, true);
         let region = pager.alloc(LEN).unwrap();
         let p = region.as_mut_ptr().cast::<u64>();
         for i in 0..WORDS {

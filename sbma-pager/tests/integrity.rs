@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::Variant;
 use common::{load, resident_bytes, store};
 use sbma_core::conformance::Rng;
 use sbma_pager::{FillMethod, Pager, PolicyKind};
@@ -26,14 +27,16 @@ fn value(i: usize, version: u64) -> u64 {
     ((i as u64) << 24) | version
 }
 
-fn run(policy: PolicyKind, fill: FillMethod, page: usize, background: bool) {
-    let pager = Pager::builder()
-        .budget(BUDGET)
-        .page_size(page)
-        .policy(policy)
-        .fill_method(fill)
-        .reclaim_batch(BATCH)
-        .background_io(background)
+fn run(policy: PolicyKind, fill: Variant, page: usize, background: bool) {
+    let pager = fill
+        .apply(
+            Pager::builder()
+                .budget(BUDGET)
+                .page_size(page)
+                .policy(policy)
+                .reclaim_batch(BATCH)
+                .background_io(background),
+        )
         .build()
         .unwrap();
     let in_flight = if background {
@@ -174,22 +177,32 @@ fn run(policy: PolicyKind, fill: FillMethod, page: usize, background: bool) {
     );
 }
 
+// Each scenario runs on every backend available (common::backends).
+
 #[test]
 fn four_threads_four_times_the_budget_clock() {
-    run(PolicyKind::Clock, FillMethod::SelfMem, 16 << 10, true);
+    for b in common::backends() {
+        run(PolicyKind::Clock, b, 16 << 10, true);
+    }
 }
 
 #[test]
 fn four_threads_four_times_the_budget_clock_without_background_io() {
-    run(PolicyKind::Clock, FillMethod::SelfMem, 16 << 10, false);
+    for b in common::backends() {
+        run(PolicyKind::Clock, b, 16 << 10, false);
+    }
 }
 
 #[test]
 fn four_threads_four_times_the_budget_lru_remap() {
-    run(PolicyKind::Lru, FillMethod::Remap, 64 << 10, true);
+    for b in common::backends_with(FillMethod::Remap) {
+        run(PolicyKind::Lru, b, 64 << 10, true);
+    }
 }
 
 #[test]
 fn four_threads_four_times_the_budget_fifo_small_pages() {
-    run(PolicyKind::Fifo, FillMethod::SelfMem, 4 << 10, true);
+    for b in common::backends() {
+        run(PolicyKind::Fifo, b, 4 << 10, true);
+    }
 }

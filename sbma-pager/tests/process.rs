@@ -9,7 +9,7 @@
 
 mod common;
 
-use sbma_pager::{Error, Pager, PagerBuilder};
+use sbma_pager::{Backend, Error, Pager, PagerBuilder};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,6 +58,11 @@ fn scenarios() -> Vec<(&'static str, fn(), Expect)> {
             Expect::Exit0,
         ),
         (
+            "auto_falls_back_to_signal_without_userfaultfd",
+            auto_falls_back_to_signal_without_userfaultfd,
+            Expect::Exit0,
+        ),
+        (
             "fork_keeps_resident_pages_and_protects_the_parent",
             fork_keeps_resident_pages_and_protects_the_parent,
             Expect::Exit0,
@@ -79,28 +84,42 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let (mut passed, mut failed) = (0, 0);
+    // Every scenario runs once per backend available (common::backends).
+    let backends: Vec<&str> = common::backends()
+        .into_iter()
+        .map(|b| match b {
+            common::Variant::Signal(_) => "signal",
+            common::Variant::Uffd => "uffd",
+        })
+        .collect();
     for (name, _, expect) in scenarios() {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
             continue;
         }
-        let out = Command::new(std::env::current_exe().unwrap())
-            .env("SBMA_TEST_SCENARIO", name)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let ok = match expect {
-            Expect::Exit0 => out.status.code() == Some(0),
-            Expect::Signal(sig, text) => out.status.signal() == Some(sig) && stderr.contains(text),
-        };
-        if ok {
-            passed += 1;
-            println!("test {name} ... ok");
-        } else {
-            failed += 1;
-            println!(
-                "test {name} ... FAILED: {:?}\n--- stderr ---\n{stderr}",
-                out.status
-            );
+        for backend in &backends {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .env("SBMA_TEST_SCENARIO", name)
+                .env("SBMA_TEST_BACKEND", backend)
+                .output()
+                .unwrap();
+            let name = format!("{name} [{backend}]");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let ok = match expect {
+                Expect::Exit0 => out.status.code() == Some(0),
+                Expect::Signal(sig, text) => {
+                    out.status.signal() == Some(sig) && stderr.contains(text)
+                }
+            };
+            if ok {
+                passed += 1;
+                println!("test {name} ... ok");
+            } else {
+                failed += 1;
+                println!(
+                    "test {name} ... FAILED: {:?}\n--- stderr ---\n{stderr}",
+                    out.status
+                );
+            }
         }
     }
     println!("\n{passed} passed, {failed} failed");
@@ -109,10 +128,19 @@ fn main() {
     }
 }
 
+/// The backend the parent chose for this run of the scenario.
+fn backend() -> Backend {
+    std::env::var("SBMA_TEST_BACKEND")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(Backend::Signal)
+}
+
 fn small_pager() -> Pager {
     Pager::builder()
         .budget(8 * PAGE)
         .page_size(PAGE)
+        .backend(backend())
         .build()
         .unwrap()
 }
@@ -308,6 +336,11 @@ fn environment_configuration() {
             "invalid SBMA_POLICY `lfu`: unknown eviction policy",
         ),
         ("SBMA_DIR", "", "invalid SBMA_DIR ``: empty path"),
+        (
+            "SBMA_BACKEND",
+            "mmap",
+            "invalid SBMA_BACKEND `mmap`: unknown backend",
+        ),
     ] {
         set(var, value);
         let e = PagerBuilder::from_env().unwrap_err();
@@ -318,7 +351,9 @@ fn environment_configuration() {
     set("SBMA_PAGE_SIZE", "32K");
     set("SBMA_POLICY", "lru");
     set("SBMA_DIR", common::tmpdir().to_str().unwrap());
+    set("SBMA_BACKEND", backend().name());
     let pager = PagerBuilder::from_env().unwrap().build().unwrap();
+    assert_eq!(pager.backend(), backend());
     assert_eq!(pager.page_size(), 32 << 10);
     assert_eq!(pager.stats().budget, 2 << 20);
     exercise(&pager, 128);
@@ -399,4 +434,49 @@ fn fork_keeps_resident_pages_and_protects_the_parent() {
         assert_eq!(got, value(i), "parent byte {i} after the children");
     }
     pager.check_invariants().unwrap();
+}
+
+/// Without the right to a userfaultfd, `Auto` runs on the signal backend
+/// and says why in the statistics, and an explicit `Uffd` is a clear
+/// error. As root, the scenario drops to `nobody` first (which loses
+/// CAP_SYS_PTRACE and the device node's permission).
+fn auto_falls_back_to_signal_without_userfaultfd() {
+    // SAFETY: plain id calls in a single-threaded child process.
+    unsafe {
+        if libc::geteuid() == 0 {
+            assert_eq!(libc::setgroups(0, core::ptr::null()), 0);
+            assert_eq!(libc::setgid(65534), 0);
+            assert_eq!(libc::setuid(65534), 0);
+        }
+    }
+    if Backend::Uffd.available().is_ok() {
+        println!(
+            "SKIPPED: userfaultfd is open to everyone here (vm.unprivileged_userfaultfd=1 or /dev/userfaultfd)"
+        );
+        return;
+    }
+    let pager = Pager::builder()
+        .budget(8 * PAGE)
+        .page_size(PAGE)
+        .dir("/tmp")
+        .build()
+        .unwrap();
+    assert_eq!(pager.backend(), Backend::Signal);
+    let note = pager.stats().backend_note.expect("a note saying why");
+    assert!(note.contains("userfaultfd"), "{note}");
+    exercise(&pager, 32);
+    let e = Pager::builder()
+        .budget(8 * PAGE)
+        .page_size(PAGE)
+        .dir("/tmp")
+        .backend(Backend::Uffd)
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    assert!(
+        e.to_string().starts_with(
+            "the userfaultfd backend is unavailable: userfaultfd(2) needs CAP_SYS_PTRACE"
+        ),
+        "{e}"
+    );
 }

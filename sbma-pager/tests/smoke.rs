@@ -4,15 +4,15 @@
     reason = "tests access managed memory through raw pointers"
 )]
 
-use sbma_pager::{FillMethod, Pager};
+mod common;
+
+use sbma_pager::Pager;
 
 #[test]
 fn write_evict_read_back() {
-    for fill in [FillMethod::SelfMem, FillMethod::Remap] {
-        let pager = Pager::builder()
-            .budget(1 << 20)
-            .page_size(16 << 10)
-            .fill_method(fill)
+    for fill in common::variants() {
+        let pager = fill
+            .apply(Pager::builder().budget(1 << 20).page_size(16 << 10))
             .build()
             .unwrap();
         let region = pager.alloc(4 << 20).unwrap();

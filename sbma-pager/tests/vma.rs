@@ -1,7 +1,8 @@
 //! Alternating protections on a region larger than `vm.max_map_count`
-//! pages: each page becomes its own mapping, `mprotect` hits `ENOMEM`, and
-//! the pager must recover (evict to merge mappings) instead of dying, with
-//! every byte intact.
+//! pages. Signal backend: each page becomes its own mapping, `mprotect`
+//! hits `ENOMEM`, and the pager must recover (evict to merge mappings)
+//! instead of dying, with every byte intact. Uffd backend: protections are
+//! page-table bits, the mapping never splits, nothing needs recovering.
 #![allow(
     unsafe_code,
     reason = "tests access managed memory through raw pointers"
@@ -9,6 +10,7 @@
 
 mod common;
 
+use common::Variant;
 use sbma_pager::Pager;
 
 const PAGE: usize = 4096;
@@ -28,6 +30,12 @@ fn vma_count() -> usize {
 
 #[test]
 fn alternating_protections_past_the_map_count_limit() {
+    for b in common::backends() {
+        alternating(b);
+    }
+}
+
+fn alternating(b: Variant) {
     let limit = max_map_count();
     if limit > 300_000 {
         println!(
@@ -38,14 +46,18 @@ fn alternating_protections_past_the_map_count_limit() {
     }
     let pages = limit + limit / 8;
     // Everything fits in the budget: only the mapping limit forces evictions.
-    let pager = Pager::builder()
-        .budget((pages + 16) * PAGE)
-        .page_size(PAGE)
-        // Every eviction must come from the ENOMEM recovery, not from a
-        // writer keeping free budget in reserve.
-        .background_io(false)
+    let pager = b
+        .apply(
+            Pager::builder()
+                .budget((pages + 16) * PAGE)
+                .page_size(PAGE)
+                // Every eviction must come from the ENOMEM recovery, not
+                // from a writer keeping free budget in reserve.
+                .background_io(false),
+        )
         .build()
         .unwrap();
+    let vmas_before = vma_count();
     let r = pager.alloc(pages * PAGE).unwrap();
     let p = r.as_mut_ptr();
     let mut peak_vmas = 0;
@@ -64,7 +76,18 @@ fn alternating_protections_past_the_map_count_limit() {
         }
     }
     let s = pager.stats();
-    assert!(s.pages_evicted > 0, "the limit was never reached: {s:?}");
+    match b {
+        Variant::Signal(_) => {
+            assert!(s.pages_evicted > 0, "the limit was never reached: {s:?}");
+        }
+        Variant::Uffd => {
+            assert_eq!(s.pages_evicted, 0, "uffd needed no recovery: {s:?}");
+            assert!(
+                peak_vmas < vmas_before + 64,
+                "uffd split the mapping: {vmas_before} mappings before, {peak_vmas} at peak"
+            );
+        }
+    }
     for i in (1..pages).step_by(2) {
         // SAFETY: as above.
         let v = unsafe { p.add(i * PAGE + 8).read_volatile() };
@@ -72,7 +95,7 @@ fn alternating_protections_past_the_map_count_limit() {
     }
     pager.check_invariants().unwrap();
     println!(
-        "{pages} pages past vm.max_map_count = {limit}: recovered by evicting {} pages, peak {peak_vmas} mappings",
+        "{b:?}: {pages} pages past vm.max_map_count = {limit}: {} pages evicted to recover, peak {peak_vmas} mappings",
         s.pages_evicted
     );
 }

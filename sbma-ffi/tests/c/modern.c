@@ -48,6 +48,22 @@ int main(void) {
     CHECK(sbma_stats_get(h, &s) == SBMA_OK);
     CHECK(s.budget == 2u << 20 && s.peak_resident <= s.budget);
     CHECK(s.pages_written > 0 && s.pages_read > 0 && s.large_bytes >= n * sizeof(double));
+    CHECK(s.backend == SBMA_BACKEND_SIGNAL || s.backend == SBMA_BACKEND_UFFD);
+
+    /* An explicit signal backend is honoured. */
+    struct sbma_config sig = cfg;
+    sig.backend = SBMA_BACKEND_SIGNAL;
+    sbma_t *hs = NULL;
+    CHECK(sbma_new(&sig, &hs) == SBMA_OK);
+    double *y = sbma_malloc(hs, 4 << 20);
+    CHECK(y != NULL);
+    for (size_t i = 0; i < (4u << 20) / sizeof(double); i++)
+        y[i] = (double)i;
+    CHECK(sbma_evict_all(hs, &evicted) == SBMA_OK && evicted > 0);
+    CHECK(y[12345] == 12345.0);
+    CHECK(sbma_stats_get(hs, &s) == SBMA_OK && s.backend == SBMA_BACKEND_SIGNAL);
+    sbma_free(hs, y);
+    sbma_destroy(hs);
 
     void *small = sbma_calloc(h, 10, 10);
     CHECK(small != NULL && sbma_usable_size(h, small) >= 100);

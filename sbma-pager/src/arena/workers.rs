@@ -158,7 +158,7 @@ std::thread_local! {
     static PAGER_THREAD: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
-fn mark_pager_thread() {
+pub(crate) fn mark_pager_thread() {
     PAGER_THREAD.with(|t| t.set(true));
 }
 

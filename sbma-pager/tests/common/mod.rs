@@ -40,3 +40,53 @@ pub unsafe fn store(p: *mut u64, i: usize, v: u64) {
 pub fn tmpdir() -> std::path::PathBuf {
     std::env::var_os("TMPDIR").map_or_else(|| "/tmp".into(), Into::into)
 }
+
+/// The ways pages can be served on this machine, for tests that run the
+/// same scenario on every one: the signal backend with both fill methods,
+/// and the uffd backend where this process may open a userfaultfd (else a
+/// line says why it is skipped).
+pub fn variants() -> Vec<Variant> {
+    let mut v = vec![
+        Variant::Signal(sbma_pager::FillMethod::SelfMem),
+        Variant::Signal(sbma_pager::FillMethod::Remap),
+    ];
+    match sbma_pager::Backend::Uffd.available() {
+        Ok(()) => v.push(Variant::Uffd),
+        Err(e) => eprintln!("SKIPPED: the uffd backend on this machine: {e}"),
+    }
+    v
+}
+
+/// The fault backends available here: the signal backend with `fill`,
+/// and uffd if it can be used.
+pub fn backends_with(fill: sbma_pager::FillMethod) -> Vec<Variant> {
+    variants()
+        .into_iter()
+        .filter(|v| matches!(v, Variant::Uffd) || *v == Variant::Signal(fill))
+        .collect()
+}
+
+/// The fault backends available here, the signal one with its default
+/// fill method.
+pub fn backends() -> Vec<Variant> {
+    backends_with(sbma_pager::FillMethod::SelfMem)
+}
+
+/// One way of serving faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The signal backend with this fill method.
+    Signal(sbma_pager::FillMethod),
+    /// The userfaultfd backend.
+    Uffd,
+}
+
+impl Variant {
+    /// Applies the variant to a builder.
+    pub fn apply(self, b: sbma_pager::PagerBuilder) -> sbma_pager::PagerBuilder {
+        match self {
+            Variant::Signal(fill) => b.backend(sbma_pager::Backend::Signal).fill_method(fill),
+            Variant::Uffd => b.backend(sbma_pager::Backend::Uffd),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The uffd backend's fault service threads.
+//!
+//! A thread that touches a missing or write-protected page of a uffd arena
+//! sleeps in the kernel; the fault is queued on the arena's userfaultfd.
+//! [`SERVICE_THREADS`] threads per arena `poll` the descriptor, read each
+//! fault and resolve it exactly as the signal handler would
+//! (`Arena::on_fault`: charge, evict, fill with `UFFDIO_COPY`, raise the
+//! access), then `UFFDIO_WAKE` the page so the faulting thread retries.
+//!
+//! These threads are not signal handlers: the code they run could take
+//! ordinary locks. It still follows the handler's rules (no allocation,
+//! only the pager's own locks), because the same code serves both
+//! backends, and it never touches managed memory through a pointer: a
+//! service thread that faulted on its own arena would wait for itself.
+//!
+//! A fault on a page that belongs to no live region (use after free) gets
+//! a one-line message and `SIGSEGV` sent to the faulting thread, the
+//! closest a uffd backend can come to the signal backend's real fault.
+//!
+//! Two threads: while one waits for a page another thread is loading or
+//! writing back, the other keeps serving the rest.
+#![allow(unsafe_code, reason = "signalling the faulting thread")]
+
+use crate::arena::Arena;
+use crate::signals;
+use crate::sys;
+use rustix::event::{PollFd, PollFlags};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::io::Errno;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Service threads per uffd arena.
+pub const SERVICE_THREADS: usize = 2;
+
+/// The running service threads of one arena.
+pub(crate) struct Service {
+    threads: Vec<JoinHandle<()>>,
+    /// Written to stop the threads (an `eventfd`).
+    stop: Arc<OwnedFd>,
+}
+
+impl Service {
+    /// Starts the threads.
+    ///
+    /// # Errors
+    /// The errno of `eventfd` or of a failed thread spawn (the threads
+    /// already started are stopped): without a service thread no fault
+    /// could ever be resolved.
+    pub(crate) fn start(arena: &Arc<Arena>) -> Result<Service, Errno> {
+        let stop = Arc::new(rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?);
+        let mut service = Service {
+            threads: Vec::new(),
+            stop,
+        };
+        for _ in 0..SERVICE_THREADS {
+            let (a, stop) = (arena.clone(), service.stop.clone());
+            match std::thread::Builder::new()
+                .name("sbma-uffd".into())
+                .spawn(move || {
+                    crate::arena::mark_pager_thread();
+                    serve(&a, &stop);
+                }) {
+                Ok(t) => service.threads.push(t),
+                Err(e) => {
+                    service.stop(arena);
+                    return Err(Errno::from_io_error(&e).unwrap_or(Errno::AGAIN));
+                }
+            }
+        }
+        Ok(service)
+    }
+
+    /// Stops and joins the threads. In a forked child they do not exist.
+    pub(crate) fn stop(self, arena: &Arena) {
+        if arena.forked() {
+            core::mem::forget(self.threads);
+            return;
+        }
+        let _ = rustix::io::write(self.stop.as_fd(), &1u64.to_ne_bytes());
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(arena: &Arena, stop: &OwnedFd) {
+    let Some(uffd) = arena.uffd() else {
+        return;
+    };
+    let page = arena.page_size().bytes();
+    let fd = uffd.as_fd();
+    loop {
+        let mut fds = [
+            PollFd::new(&fd, PollFlags::IN),
+            PollFd::new(stop, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => sys::die(&[
+                b"sbma: polling the userfaultfd failed: ",
+                e.to_string().as_bytes(),
+            ]),
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        loop {
+            let fault = match uffd.next_fault() {
+                Ok(f) => f,
+                Err(Errno::AGAIN) => break,
+                Err(e) => sys::die(&[
+                    b"sbma: reading the userfaultfd failed: ",
+                    e.to_string().as_bytes(),
+                ]),
+            };
+            match arena.on_fault(fault.addr, Some(fault.write)) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => signals::fatal(fault.addr, e),
+                None => outside_regions(fault.addr, fault.tid),
+            }
+            let start = fault.addr & !(page - 1);
+            if let Err(e) = uffd.wake(start, page) {
+                sys::die(&[b"sbma: UFFDIO_WAKE failed: ", e.to_string().as_bytes()]);
+            }
+        }
+    }
+}
+
+/// A fault on a page of no live region: tell, and deliver `SIGSEGV` to
+/// the thread (it dies, or its handler runs and the access faults again).
+fn outside_regions(addr: usize, tid: i32) {
+    let mut hex = [0u8; 18];
+    let mut num = [0u8; 20];
+    let parts: [&[u8]; 4] = [
+        b"sbma: access to storage-backed memory outside any live region at ",
+        sys::hex(addr, &mut hex),
+        b" (use after free?): SIGSEGV to thread ",
+        sys::decimal(tid as usize, &mut num),
+    ];
+    // SAFETY: fd 2 is standard error; a failed write changes nothing.
+    let stderr = unsafe { rustix::fd::BorrowedFd::borrow_raw(2) };
+    for p in parts {
+        let _ = rustix::io::write(stderr, p);
+    }
+    let _ = rustix::io::write(stderr, b"\n");
+    // SAFETY: tgkill only sends a signal to a thread of this process.
+    unsafe {
+        libc::syscall(libc::SYS_tgkill, sys::process_id(), tid, libc::SIGSEGV);
+    }
+}
