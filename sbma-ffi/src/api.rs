@@ -37,23 +37,18 @@ pub enum sbma_policy {
 
 /// The fault backend (see docs/uffd.md).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[allow(non_camel_case_types, reason = "C naming")]
 pub enum sbma_backend {
     /// userfaultfd where the process may open one, else the signal backend
     /// (the default).
+    #[default]
     SBMA_BACKEND_AUTO = 0,
     /// `PROT_NONE` pages and a SIGSEGV handler.
     SBMA_BACKEND_SIGNAL = 1,
     /// userfaultfd; `sbma_new` fails with `SBMA_INVALID_CONFIG` where it
     /// cannot be opened.
     SBMA_BACKEND_UFFD = 2,
-}
-
-impl Default for sbma_backend {
-    fn default() -> Self {
-        sbma_backend::SBMA_BACKEND_AUTO
-    }
 }
 
 /// Reads only, or reads and writes.
