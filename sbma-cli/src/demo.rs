@@ -22,6 +22,7 @@ pub struct Options {
     budget: usize,
     page_size: usize,
     policy: PolicyKind,
+    backend: sbma_pager::Backend,
     seed: u64,
     sim: bool,
 }
@@ -34,6 +35,7 @@ impl Options {
             budget: 128 << 20,
             page_size: sbma_pager::DEFAULT_PAGE_SIZE,
             policy: PolicyKind::Clock,
+            backend: sbma_pager::Backend::Auto,
             seed: 1,
             sim: false,
         };
@@ -49,6 +51,11 @@ impl Options {
                 "--size" => o.size = size()?,
                 "--budget" => o.budget = size()?,
                 "--page-size" => o.page_size = size()?,
+                "--backend" => {
+                    o.backend = value
+                        .parse()
+                        .map_err(|e| format!("--backend {value}: {e}"))?
+                }
                 "--policy" => {
                     o.policy = value
                         .parse()
@@ -197,12 +204,20 @@ pub fn run(o: Options) -> Result<(), String> {
             .budget(o.budget)
             .page_size(o.page_size)
             .policy(o.policy)
+            .backend(o.backend)
             .max_size(len.max(o.budget))
             .build()
             .map_err(|e| e.to_string())?;
         println!(
-            "backend: signal (mprotect + SIGSEGV), backing file in $TMPDIR or /tmp, background writer and prefetchers"
+            "backend: {}, backing file in $TMPDIR or /tmp, background writer and prefetchers",
+            match pager.backend() {
+                sbma_pager::Backend::Uffd => "uffd (userfaultfd: missing and write-protect faults)",
+                _ => "signal (mprotect + SIGSEGV)",
+            }
         );
+        if let Some(note) = pager.stats().backend_note {
+            println!("  (signal because {note})");
+        }
         let mut m = Real {
             region: pager.alloc(len).map_err(|e| e.to_string())?,
         };

@@ -13,7 +13,8 @@ const USAGE: &str = "\
 usage: sbma <command> [options]
 
 commands:
-  demo [--size S] [--budget B] [--page-size P] [--policy NAME] [--seed N] [--sim]
+  demo [--size S] [--budget B] [--page-size P] [--policy NAME] [--seed N]
+       [--backend auto|signal|uffd] [--sim]
         run an out-of-core workload (S of data through a budget of B) on
         storage-backed memory, verify every byte and print the statistics.
         Defaults: --size 1G --budget 128M --page-size 64K --policy clock.

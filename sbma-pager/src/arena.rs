@@ -918,11 +918,63 @@ impl Arena {
     }
 
     /// Runs actions through the backend, uncharging into the budget.
+    ///
+    /// A load (`READ_IN` or `ZERO_FILL` with its grant) on a backend whose
+    /// fill installs the final access runs through [`Load`]: one
+    /// `UFFDIO_COPY`, writable or not, instead of a copy and a protection
+    /// change.
     fn run(&self, range: PageRange, actions: Actions) -> Result<(), ActionError> {
         let (budget, shift) = (&self.budget, self.page.shift());
-        run_actions(self, range, actions, &mut |n| {
-            budget.uncharge(n.get() << shift)
-        })
+        let mut uncharge = |n: PageCount| budget.uncharge(n.get() << shift);
+        let fills = actions.contains(Actions::READ_IN) || actions.contains(Actions::ZERO_FILL);
+        if fills && self.memory.fill_grants_access() {
+            let load = Load {
+                arena: self,
+                writable: actions.contains(Actions::GRANT_WRITE),
+            };
+            run_actions(&load, range, actions, &mut uncharge)
+        } else {
+            run_actions(self, range, actions, &mut uncharge)
+        }
+    }
+
+    fn fill_range(&self, range: PageRange, writable: bool) -> Result<(), ActionError> {
+        let (addr, len, off) = (
+            self.addr(range.start),
+            self.bytes(range),
+            self.offset(range.start),
+        );
+        let t0 = sys::now_ns();
+        let slot = self.staging.as_ref().map(|s| {
+            debug_assert!(len <= s.slot_len());
+            s.acquire()
+        });
+        let buf = slot.as_ref().map_or(core::ptr::null_mut(), |s| s.as_ptr());
+        // SAFETY: the slot is ours and `len` fits in it; the target range
+        // is busy and not yet accessible (see `Memory::fill`).
+        let r = unsafe {
+            self.memory
+                .fill(self.store.as_fd(), off, addr, len, buf, writable)
+        }
+        .map_err(io);
+        drop(slot);
+        Counters::add(&self.counters.read_ns, sys::now_ns() - t0);
+        if r.is_ok() {
+            Counters::add(&self.counters.pages_read, range.count.get() as u64);
+            Counters::add(&self.counters.bytes_read, len as u64);
+        }
+        r
+    }
+
+    fn zero_range(&self, range: PageRange, writable: bool) -> Result<(), ActionError> {
+        // SAFETY: the range is busy and not yet accessible.
+        unsafe {
+            self.memory
+                .zero(self.addr(range.start), self.bytes(range), writable)
+        }
+        .map_err(io)?;
+        Counters::add(&self.counters.pages_zeroed, range.count.get() as u64);
+        Ok(())
     }
 
     /// Checks the page table and the budget against each other (tests; the
@@ -1004,34 +1056,11 @@ impl PageBackend for Arena {
     }
 
     fn read_in(&self, range: PageRange) -> Result<(), ActionError> {
-        let (addr, len, off) = (
-            self.addr(range.start),
-            self.bytes(range),
-            self.offset(range.start),
-        );
-        let t0 = sys::now_ns();
-        let slot = self.staging.as_ref().map(|s| {
-            debug_assert!(len <= s.slot_len());
-            s.acquire()
-        });
-        let buf = slot.as_ref().map_or(core::ptr::null_mut(), |s| s.as_ptr());
-        // SAFETY: the slot is ours and `len` fits in it; the target range
-        // is busy and not yet accessible (see `Memory::fill`).
-        let r = unsafe { self.memory.fill(self.store.as_fd(), off, addr, len, buf) }.map_err(io);
-        drop(slot);
-        Counters::add(&self.counters.read_ns, sys::now_ns() - t0);
-        if r.is_ok() {
-            Counters::add(&self.counters.pages_read, range.count.get() as u64);
-            Counters::add(&self.counters.bytes_read, len as u64);
-        }
-        r
+        self.fill_range(range, false)
     }
 
     fn zero_fill(&self, range: PageRange) -> Result<(), ActionError> {
-        // SAFETY: the range is busy and not yet accessible.
-        unsafe { self.memory.zero(self.addr(range.start), self.bytes(range)) }.map_err(io)?;
-        Counters::add(&self.counters.pages_zeroed, range.count.get() as u64);
-        Ok(())
+        self.zero_range(range, false)
     }
 
     fn write_back(&self, range: PageRange) -> Result<(), ActionError> {
@@ -1070,5 +1099,46 @@ impl PageBackend for Arena {
             self.bytes(range) as u64,
         )
         .map_err(io)
+    }
+}
+
+/// The arena's backend for one load on a memory whose fill installs the
+/// final access ([`Memory::fill_grants_access`]): the fill is writable or
+/// not as the load's grant says, and the grant itself is then done.
+struct Load<'a> {
+    arena: &'a Arena,
+    writable: bool,
+}
+
+impl PageBackend for Load<'_> {
+    type Error = ActionError;
+    const DISCARD_ZEROES: bool = true;
+
+    fn protect(&self, range: PageRange, prot: Protection) -> Result<(), ActionError> {
+        match prot {
+            // The fill installed it.
+            Protection::Read | Protection::ReadWrite => Ok(()),
+            Protection::None => self.arena.protect(range, prot),
+        }
+    }
+
+    fn read_in(&self, range: PageRange) -> Result<(), ActionError> {
+        self.arena.fill_range(range, self.writable)
+    }
+
+    fn zero_fill(&self, range: PageRange) -> Result<(), ActionError> {
+        self.arena.zero_range(range, self.writable)
+    }
+
+    fn write_back(&self, range: PageRange) -> Result<(), ActionError> {
+        self.arena.write_back(range)
+    }
+
+    fn discard(&self, range: PageRange) -> Result<(), ActionError> {
+        self.arena.discard(range)
+    }
+
+    fn punch_hole(&self, range: PageRange) -> Result<(), ActionError> {
+        self.arena.punch_hole(range)
     }
 }

@@ -6,8 +6,8 @@
 //! | step | signal backend | uffd backend |
 //! |---|---|---|
 //! | reservation | `PROT_NONE`, every access faults (SIGSEGV) | read-write, registered missing + WP; missing pages fault to a service thread |
-//! | fill (`ReadIn`) | `pread` into staging, then `/proc/self/mem` (or `mremap`) into the still inaccessible page | `pread` into staging, then `UFFDIO_COPY` (write-protected) |
-//! | zeros | nothing: discarded anonymous memory reads as zeros | `UFFDIO_COPY` of a zero buffer (write-protected) |
+//! | fill (`ReadIn`) | `pread` into staging, then `/proc/self/mem` (or `mremap`) into the still inaccessible page | `pread` into staging, then `UFFDIO_COPY`, write-protected unless the load is for a write |
+//! | zeros | nothing: discarded anonymous memory reads as zeros | `UFFDIO_COPY` of a zero buffer, likewise |
 //! | `Read` | `mprotect(PROT_READ)` | `UFFDIO_WRITEPROTECT` on |
 //! | `ReadWrite` | `mprotect(PROT_READ\|PROT_WRITE)` | `UFFDIO_WRITEPROTECT` off (wakes waiters) |
 //! | `None` (revoke) | `mprotect(PROT_NONE)` | nothing: the discard that follows makes the page missing again |
@@ -17,10 +17,10 @@
 //!
 //! The arena calls these on ranges it holds busy (no other thread changes
 //! them), inside the reservation, page-aligned.
-//! - After `fill`, the range holds the store's bytes and grants at most
-//!   read access; no thread ever observes a partly filled OS page.
-//! - After `zero`, the range reads as zeros and grants at most read
-//!   access.
+//! - After `fill`, the range holds the store's bytes; no thread ever
+//!   observes a partly filled OS page. It grants no access, or (where
+//!   `fill_grants_access`) exactly the access asked for.
+//! - After `zero`, the range reads as zeros, with access as after `fill`.
 //! - `protect(r, Read)` makes writes fault (to the backend's handler) and
 //!   is in force for every thread when it returns; `ReadWrite` lets them
 //!   through. `None` may only be relied on together with a `discard`
@@ -128,7 +128,10 @@ pub(crate) trait Memory: Send + Sync {
     unsafe fn protect(&self, addr: *mut u8, len: usize, prot: Protection) -> Result<(), Errno>;
 
     /// Fills `[addr, addr + len)` with the store's bytes at `offset`, read
-    /// through `staging` (a buffer of at least `len` bytes).
+    /// through `staging` (a buffer of at least `len` bytes). With
+    /// [`fill_grants_access`](Self::fill_grants_access), `writable` says
+    /// whether the pages come out writable (else read-only); otherwise it
+    /// is ignored and the pages stay inaccessible.
     ///
     /// # Safety
     /// See the module doc; `staging` is valid for `len` bytes and ours.
@@ -139,13 +142,23 @@ pub(crate) trait Memory: Send + Sync {
         addr: *mut u8,
         len: usize,
         staging: *mut u8,
+        writable: bool,
     ) -> Result<(), Errno>;
 
-    /// Makes `[addr, addr + len)` read as zeros.
+    /// Makes `[addr, addr + len)` read as zeros (`writable` as in
+    /// [`fill`](Self::fill)).
     ///
     /// # Safety
     /// See the module doc.
-    unsafe fn zero(&self, addr: *mut u8, len: usize) -> Result<(), Errno>;
+    unsafe fn zero(&self, addr: *mut u8, len: usize, writable: bool) -> Result<(), Errno>;
+
+    /// Whether a fill installs the page with its final access (uffd: a
+    /// `UFFDIO_COPY` is write-protected or not as asked), so the grant
+    /// that follows a load is already done. Otherwise the page stays
+    /// inaccessible until `protect`.
+    fn fill_grants_access(&self) -> bool {
+        false
+    }
 
     /// Releases `[addr, addr + len)`.
     ///
@@ -217,6 +230,7 @@ impl Memory for SignalMemory {
         addr: *mut u8,
         len: usize,
         staging: *mut u8,
+        _writable: bool,
     ) -> Result<(), Errno> {
         match (&self.mem, self.fill) {
             (Some(mem), FillMethod::SelfMem) => {
@@ -246,7 +260,7 @@ impl Memory for SignalMemory {
         }
     }
 
-    unsafe fn zero(&self, _addr: *mut u8, _len: usize) -> Result<(), Errno> {
+    unsafe fn zero(&self, _addr: *mut u8, _len: usize, _writable: bool) -> Result<(), Errno> {
         // Unbacked pages were never touched or were discarded: anonymous
         // memory already reads as zeros.
         Ok(())
@@ -350,22 +364,27 @@ impl Memory for UffdMemory {
         addr: *mut u8,
         len: usize,
         staging: *mut u8,
+        writable: bool,
     ) -> Result<(), Errno> {
         // SAFETY: the staging buffer is the caller's; the target range is
         // missing and busy, and UFFDIO_COPY installs each page whole.
         unsafe {
             sys::read_full(store, staging, len, offset)?;
-            self.uffd.copy(addr, staging, len, true)
+            self.uffd.copy(addr, staging, len, !writable)
         }
     }
 
-    unsafe fn zero(&self, addr: *mut u8, len: usize) -> Result<(), Errno> {
+    fn fill_grants_access(&self) -> bool {
+        true
+    }
+
+    unsafe fn zero(&self, addr: *mut u8, len: usize, writable: bool) -> Result<(), Errno> {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(self.zeros_len);
             // SAFETY: the target is missing and busy; `zeros` holds
             // `zeros_len` readable zero bytes.
-            unsafe { self.uffd.copy(addr.add(done), self.zeros, n, true) }?;
+            unsafe { self.uffd.copy(addr.add(done), self.zeros, n, !writable) }?;
             done += n;
         }
         Ok(())
