@@ -35,8 +35,11 @@ fn demo_verifies_every_byte_out_of_core() {
             let (code, out, err) = sbma(&args);
             assert_eq!(code, 0, "{policy} sim={sim}: {out}{err}");
             assert!(out.contains("through a 2 MiB budget (4.0x)"), "{out}");
+            // Auto: uffd where this process may open a userfaultfd.
             let backend = if sim {
                 "backend: sim"
+            } else if sbma_pager::Backend::Uffd.available().is_ok() {
+                "backend: uffd"
             } else {
                 "backend: signal"
             };

@@ -22,22 +22,37 @@ fn tmp() -> PathBuf {
 }
 
 /// Runs `cmd` without and with the shim (`env` added); returns both.
-fn both(cmd: &[&str], env: &[(&str, &str)]) -> (Output, Output) {
+/// Runs `cmd` plainly and under the shim on every fault backend available
+/// (`SBMA_BACKEND=signal`, and `uffd` where this process may open a
+/// userfaultfd).
+fn both(cmd: &[&str], env: &[(&str, &str)]) -> (Output, Vec<(&'static str, Output)>) {
     let plain = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
-    let mut c = Command::new(cmd[0]);
-    c.args(&cmd[1..])
-        .env("LD_PRELOAD", shim())
-        .env("SBMA_STATS", "1");
-    for (k, v) in env {
-        c.env(k, v);
+    let mut backends = vec!["signal"];
+    match sbma_alloc::sbma_pager::Backend::Uffd.available() {
+        Ok(()) => backends.push("uffd"),
+        Err(e) => println!("SKIPPED: the uffd backend: {e}"),
     }
-    (plain, c.output().unwrap())
+    let shimmed = backends
+        .into_iter()
+        .map(|backend| {
+            let mut c = Command::new(cmd[0]);
+            c.args(&cmd[1..])
+                .env("LD_PRELOAD", shim())
+                .env("SBMA_STATS", "1")
+                .env("SBMA_BACKEND", backend);
+            for (k, v) in env {
+                c.env(k, v);
+            }
+            (backend, c.output().unwrap())
+        })
+        .collect();
+    (plain, shimmed)
 }
 
 fn stats_line(stderr: &[u8]) -> String {
     String::from_utf8_lossy(stderr)
         .lines()
-        .rfind(|l| l.starts_with("sbma: ") && l.contains("pages evicted"))
+        .rfind(|l| l.starts_with("sbma (") && l.contains("pages evicted"))
         .unwrap_or_default()
         .to_owned()
 }
@@ -87,27 +102,34 @@ fn threads_start_while_the_heap_is_pushed_out() {
     same_output_and_paged(runs);
 }
 
-/// Both runs succeeded with the same output, and the shimmed one sent more
-/// than 1000 pages to disk.
-fn same_output_and_paged(runs: (Output, Output)) {
-    let line = same_output(runs);
-    assert!(evicted(&line) > 1000, "pages must go to disk: {line}");
+/// Every run succeeded with the same output, and each shimmed one sent
+/// more than 1000 pages to disk.
+fn same_output_and_paged(runs: (Output, Vec<(&'static str, Output)>)) {
+    for line in same_output(runs) {
+        assert!(evicted(&line) > 1000, "pages must go to disk: {line}");
+    }
 }
 
-/// Both runs succeeded with the same output; returns the shimmed run's last
-/// statistics line.
-fn same_output((plain, shimmed): (Output, Output)) -> String {
+/// Every run succeeded with the same output; returns each shimmed run's
+/// last statistics line (which names its backend).
+fn same_output((plain, shimmed): (Output, Vec<(&'static str, Output)>)) -> Vec<String> {
     assert!(plain.status.success(), "{plain:?}");
-    assert!(
-        shimmed.status.success(),
-        "under the shim: {:?}\n{}",
-        shimmed.status,
-        String::from_utf8_lossy(&shimmed.stderr)
-    );
-    assert_eq!(plain.stdout, shimmed.stdout);
-    let line = stats_line(&shimmed.stderr);
-    eprintln!("{line}");
-    line
+    shimmed
+        .into_iter()
+        .map(|(backend, out)| {
+            assert!(
+                out.status.success(),
+                "under the shim ({backend}): {:?}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(plain.stdout, out.stdout, "{backend}");
+            let line = stats_line(&out.stderr);
+            assert!(line.starts_with(&format!("sbma ({backend}): ")), "{line}");
+            eprintln!("{line}");
+            line
+        })
+        .collect()
 }
 
 #[test]
@@ -189,9 +211,12 @@ fn xz_threads_that_block_all_signals() {
         .collect();
     std::fs::write(&path, text).unwrap();
     let cmd = format!("xz -T2 -1 -c {} | xz -d -T2", path.display());
-    let line = same_output(both(&["/bin/sh", "-c", &cmd], &[("SBMA_BUDGET", "16M")]));
+    let lines = same_output(both(&["/bin/sh", "-c", &cmd], &[("SBMA_BUDGET", "16M")]));
     let _ = std::fs::remove_file(&path);
-    assert!(line.contains("write faults"), "{line}");
+    assert!(
+        lines.iter().all(|l| l.contains("write faults")),
+        "{lines:?}"
+    );
 }
 
 /// `SBMA_MIN_SIZE` keeps smaller requests with glibc: sbma then holds only

@@ -385,7 +385,7 @@ impl Arena {
             None if self.table.state(page).is_resident() => Access::Write,
             None => Access::Read,
         };
-        Some(self.resolve(page, access))
+        Some(self.resolve_fault(page, access, true))
     }
 
     /// Makes `page` accessible for `access`. Async-signal-safe.
@@ -395,9 +395,21 @@ impl Arena {
     /// which turns long stretches back into one `PROT_NONE` mapping, and
     /// the fault is retried.
     pub(crate) fn resolve(&self, page: PageIndex, access: Access) -> Result<(), FaultError> {
+        self.resolve_fault(page, access, false)
+    }
+
+    /// [`resolve`](Self::resolve); `fault` says it is a real fault (which
+    /// may claim fresh pages ahead of a sequential run of first writes;
+    /// `touch` makes exactly the pages asked for resident).
+    fn resolve_fault(
+        &self,
+        page: PageIndex,
+        access: Access,
+        fault: bool,
+    ) -> Result<(), FaultError> {
         let mut recovered = false;
         loop {
-            match self.resolve_once(page, access) {
+            match self.resolve_once(page, access, fault) {
                 Err(FaultError::Protect(Errno::NOMEM)) if !recovered => {
                     recovered = true;
                     self.evict_locked(self.used()).map_err(|e| match e {
@@ -410,7 +422,7 @@ impl Arena {
         }
     }
 
-    fn resolve_once(&self, page: PageIndex, access: Access) -> Result<(), FaultError> {
+    fn resolve_once(&self, page: PageIndex, access: Access, fault: bool) -> Result<(), FaultError> {
         let event = match access {
             Access::Read => Event::ReadFault,
             Access::Write => Event::WriteFault,
@@ -445,6 +457,8 @@ impl Arena {
             Counters::add(counter, 1);
             let ahead = if t.actions.contains(Actions::READ_IN) {
                 self.start_readahead(page)
+            } else if fault && t.actions.contains(Actions::ZERO_FILL) && access == Access::Write {
+                self.start_zero_ahead(page, &t)
             } else {
                 0
             };
@@ -469,6 +483,52 @@ impl Arena {
             let end = self.prefetch_from(page.0 + o.window);
             // The stream's next fault comes after the prefetched pages.
             self.streams.advance(o.slot, end - 1, o.window);
+        }
+        claimed
+    }
+
+    /// Write-ahead of fresh pages: if a first write to a never-written page
+    /// continues a sequential run of faults, claims the never-written
+    /// pages after it (up to the window, which doubles while the run goes
+    /// on) for the same load: zeros, writable, dirty. A program filling
+    /// fresh memory front to back then takes one fault per window instead
+    /// of one per page (under uffd each fault is a round trip to a service
+    /// thread). The cost when the program stops early is at most one
+    /// window of zero pages written back later. Returns how many pages
+    /// were claimed (charged without evicting, in `Load`).
+    fn start_zero_ahead(&self, page: PageIndex, t: &Transition) -> usize {
+        let o = self.streams.observe(page.0, self.max_window);
+        if !o.sequential {
+            return 0;
+        }
+        let mut claimed = 0;
+        while claimed + 1 < o.window {
+            let p = PageIndex(page.0 + 1 + claimed);
+            if p.0 >= self.table.len().get() || !self.is_allocated(p) {
+                break;
+            }
+            let s = self.table.state(p);
+            if s.kind() != sbma_core::Kind::Unbacked {
+                break;
+            }
+            let Outcome::Apply(u) = transition(s, Event::WriteFault) else {
+                break;
+            };
+            if u.actions != t.actions || self.budget.try_charge(self.page.bytes()).is_err() {
+                break;
+            }
+            if self.table.commit(p, &u).is_err() {
+                self.budget.uncharge(self.page.bytes());
+                break;
+            }
+            self.loading.fetch_add(1, Ordering::AcqRel);
+            claimed += 1;
+        }
+        if claimed > 0 {
+            self.after_charge();
+            // The stream's next fault comes after the claimed pages.
+            self.streams.advance(o.slot, page.0 + claimed, o.window);
+            Counters::add(&self.counters.pages_zeroed_ahead, claimed as u64);
         }
         claimed
     }
@@ -557,6 +617,9 @@ impl Arena {
         let extra = PageRange::new(PageIndex(page.0 + 1), PageCount(ahead));
         let r = if ahead == 0 {
             self.run(range, t.actions)
+        } else if !t.actions.contains(Actions::READ_IN) {
+            // Write-ahead: every page of the run has the same actions.
+            self.run(PageRange::new(page, PageCount(ahead + 1)), t.actions)
         } else {
             // One read for the whole run, then each part's protection.
             let run = PageRange::new(page, PageCount(ahead + 1));

@@ -26,6 +26,9 @@ pub struct Stats {
     pub pages_evicted_ahead: u64,
     /// Pages read in by the background prefetcher.
     pub pages_prefetched: u64,
+    /// Never-written pages made writable ahead of a sequential run of first
+    /// writes (counted in `pages_zeroed` too).
+    pub pages_zeroed_ahead: u64,
     /// Bytes read from the backing file.
     pub bytes_read: u64,
     /// Bytes written to the backing file.
@@ -61,6 +64,7 @@ pub(crate) struct Counters {
     pub pages_evicted: AtomicU64,
     pub pages_evicted_ahead: AtomicU64,
     pub pages_prefetched: AtomicU64,
+    pub pages_zeroed_ahead: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub read_ns: AtomicU64,
@@ -86,6 +90,7 @@ impl Counters {
             pages_evicted: g(&self.pages_evicted),
             pages_evicted_ahead: g(&self.pages_evicted_ahead),
             pages_prefetched: g(&self.pages_prefetched),
+            pages_zeroed_ahead: g(&self.pages_zeroed_ahead),
             bytes_read: g(&self.bytes_read),
             bytes_written: g(&self.bytes_written),
             read_ns: g(&self.read_ns),
