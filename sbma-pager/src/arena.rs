@@ -501,31 +501,14 @@ impl Arena {
         if !o.sequential {
             return 0;
         }
-        let mut claimed = 0;
-        while claimed + 1 < o.window {
-            let p = PageIndex(page.0 + 1 + claimed);
-            if p.0 >= self.table.len().get() || !self.is_allocated(p) {
-                break;
-            }
-            let s = self.table.state(p);
-            if s.kind() != sbma_core::Kind::Unbacked {
-                break;
-            }
-            let Outcome::Apply(u) = transition(s, Event::WriteFault) else {
-                break;
-            };
-            if u.actions != t.actions || self.budget.try_charge(self.page.bytes()).is_err() {
-                break;
-            }
-            if self.table.commit(p, &u).is_err() {
-                self.budget.uncharge(self.page.bytes());
-                break;
-            }
-            self.loading.fetch_add(1, Ordering::AcqRel);
-            claimed += 1;
-        }
+        let claimed = self.claim(
+            PageIndex(page.0 + 1),
+            o.window - 1,
+            sbma_core::Kind::Unbacked,
+            Event::WriteFault,
+            Some(t.actions),
+        );
         if claimed > 0 {
-            self.after_charge();
             // The stream's next fault comes after the claimed pages.
             self.streams.advance(o.slot, page.0 + claimed, o.window);
             Counters::add(&self.counters.pages_zeroed_ahead, claimed as u64);
@@ -538,6 +521,24 @@ impl Arena {
     /// anything. Returns how many; they are in `Load` and counted in
     /// `loading`.
     fn claim_evicted(&self, from: PageIndex, max: usize) -> usize {
+        self.claim(from, max, sbma_core::Kind::Evicted, Event::ReadFault, None)
+    }
+
+    /// Claims up to `max` consecutive allocated, idle pages from `from`
+    /// whose kind is `kind`, applying `event` to each (so each is in a
+    /// `Load` op) and charging each without evicting anything; stops at the
+    /// first page that does not qualify or does not fit. With `same_as`,
+    /// the transition must also ask for exactly those actions (pages loaded
+    /// together with a fault must need what it needs). Returns how many;
+    /// they are counted in `loading`.
+    fn claim(
+        &self,
+        from: PageIndex,
+        max: usize,
+        kind: sbma_core::Kind,
+        event: Event,
+        same_as: Option<Actions>,
+    ) -> usize {
         let mut claimed = 0;
         while claimed < max {
             let p = PageIndex(from.0 + claimed);
@@ -545,13 +546,15 @@ impl Arena {
                 break;
             }
             let s = self.table.state(p);
-            if s.kind() != sbma_core::Kind::Evicted {
+            if s.kind() != kind || s.is_busy() {
                 break;
             }
-            let Outcome::Apply(t) = transition(s, Event::ReadFault) else {
+            let Outcome::Apply(t) = transition(s, event) else {
                 break;
             };
-            if self.budget.try_charge(self.page.bytes()).is_err() {
+            if same_as.is_some_and(|a| a != t.actions)
+                || self.budget.try_charge(self.page.bytes()).is_err()
+            {
                 break;
             }
             if self.table.commit(p, &t).is_err() {

@@ -5,6 +5,7 @@
     reason = "tests access managed memory through raw pointers"
 )]
 
+#[macro_use]
 mod common;
 
 use common::Variant;
@@ -78,11 +79,17 @@ fn configuration_errors_are_clear() {
     );
 }
 
-#[test]
-fn zero_sized_and_huge_regions() {
-    for b in common::backends() {
-        zero_sized_and_huge_regions_on(b);
-    }
+per_backend! {
+    zero_sized_and_huge_regions => zero_sized_and_huge_regions_on;
+    regions_are_independent_and_freed_space_reads_zero => regions_are_independent_and_freed_space_reads_zero_on;
+    resize_grows_and_shrinks_in_place => resize_grows_and_shrinks_in_place_on;
+    clear_zeroes_whole_pages_only_and_is_never_written_back => clear_zeroes_whole_pages_only_and_is_never_written_back_on;
+    clear_over_mixed_states_releases_exactly_what_was_held => clear_over_mixed_states_releases_exactly_what_was_held_on;
+    touch_evict_and_invalid_ranges => touch_evict_and_invalid_ranges_on;
+    syscalls_into_evicted_memory_work_after_prepare => syscalls_into_evicted_memory_work_after_prepare_on;
+    pins_filling_the_budget_are_reported => pins_filling_the_budget_are_reported_on;
+    sequential_faults_read_ahead_and_random_ones_do_not => sequential_faults_read_ahead_and_random_ones_do_not_on;
+    sequential_first_writes_claim_fresh_pages_ahead => sequential_first_writes_claim_fresh_pages_ahead_on;
 }
 
 fn zero_sized_and_huge_regions_on(b: Variant) {
@@ -109,13 +116,6 @@ fn zero_sized_and_huge_regions_on(b: Variant) {
     assert!(pager.alloc(1).is_ok(), "freed space is reusable");
 }
 
-#[test]
-fn regions_are_independent_and_freed_space_reads_zero() {
-    for b in common::backends() {
-        regions_are_independent_and_freed_space_reads_zero_on(b);
-    }
-}
-
 fn regions_are_independent_and_freed_space_reads_zero_on(b: Variant) {
     let pager = pager(b, 8);
     let a = pager.alloc(20 * PAGE).unwrap();
@@ -134,13 +134,6 @@ fn regions_are_independent_and_freed_space_reads_zero_on(b: Variant) {
     assert_eq!(nonzero, 0, "a new region showed an old region's data");
     assert_eq!(check(b.as_ptr(), b.len(), 2), 0);
     pager.check_invariants().unwrap();
-}
-
-#[test]
-fn resize_grows_and_shrinks_in_place() {
-    for b in common::backends() {
-        resize_grows_and_shrinks_in_place_on(b);
-    }
 }
 
 fn resize_grows_and_shrinks_in_place_on(b: Variant) {
@@ -178,13 +171,6 @@ fn resize_grows_and_shrinks_in_place_on(b: Variant) {
     pager.check_invariants().unwrap();
 }
 
-#[test]
-fn clear_zeroes_whole_pages_only_and_is_never_written_back() {
-    for b in common::backends() {
-        clear_zeroes_whole_pages_only_and_is_never_written_back_on(b);
-    }
-}
-
 fn clear_zeroes_whole_pages_only_and_is_never_written_back_on(b: Variant) {
     let pager = pager(b, 4);
     let r = pager.alloc(16 * PAGE).unwrap();
@@ -214,13 +200,6 @@ fn clear_zeroes_whole_pages_only_and_is_never_written_back_on(b: Variant) {
         "reading cleared or clean pages wrote something"
     );
     pager.check_invariants().unwrap();
-}
-
-#[test]
-fn clear_over_mixed_states_releases_exactly_what_was_held() {
-    for b in common::backends() {
-        clear_over_mixed_states_releases_exactly_what_was_held_on(b);
-    }
 }
 
 fn clear_over_mixed_states_releases_exactly_what_was_held_on(b: Variant) {
@@ -280,13 +259,6 @@ fn clear_over_mixed_states_releases_exactly_what_was_held_on(b: Variant) {
     assert_eq!(pager.stats().pages_written, after.pages_written);
 }
 
-#[test]
-fn touch_evict_and_invalid_ranges() {
-    for b in common::backends() {
-        touch_evict_and_invalid_ranges_on(b);
-    }
-}
-
 fn touch_evict_and_invalid_ranges_on(b: Variant) {
     let pager = pager(b, 8);
     let r = pager.alloc(8 * PAGE).unwrap();
@@ -306,13 +278,6 @@ fn touch_evict_and_invalid_ranges_on(b: Variant) {
     );
     assert_eq!(pager.evict(r.as_ptr(), 9 * PAGE), Err(Error::InvalidRange));
     assert_eq!(pager.clear(outside, PAGE), Err(Error::InvalidRange));
-}
-
-#[test]
-fn syscalls_into_evicted_memory_work_after_prepare() {
-    for b in common::backends() {
-        syscalls_into_evicted_memory_work_after_prepare_on(b);
-    }
 }
 
 fn syscalls_into_evicted_memory_work_after_prepare_on(b: Variant) {
@@ -517,13 +482,6 @@ fn syscalls_into_evicted_memory_just_work_under_uffd() {
     assert!(s.pages_read > 0 && s.pages_written > 0, "{s:?}");
 }
 
-#[test]
-fn pins_filling_the_budget_are_reported() {
-    for b in common::backends() {
-        pins_filling_the_budget_are_reported_on(b);
-    }
-}
-
 fn pins_filling_the_budget_are_reported_on(b: Variant) {
     let pager = pager(b, 4);
     let r = pager.alloc(16 * PAGE).unwrap();
@@ -555,13 +513,6 @@ fn tempfile_in(dir: &std::path::Path) -> std::fs::File {
         .unwrap();
     std::fs::remove_file(&path).unwrap();
     f
-}
-
-#[test]
-fn sequential_faults_read_ahead_and_random_ones_do_not() {
-    for b in common::backends() {
-        sequential_faults_read_ahead_and_random_ones_do_not_on(b);
-    }
 }
 
 fn sequential_faults_read_ahead_and_random_ones_do_not_on(b: Variant) {
@@ -598,13 +549,6 @@ fn sequential_faults_read_ahead_and_random_ones_do_not_on(b: Variant) {
         "random faults read neighbours"
     );
     pager.check_invariants().unwrap();
-}
-
-#[test]
-fn sequential_first_writes_claim_fresh_pages_ahead() {
-    for b in common::backends() {
-        sequential_first_writes_claim_fresh_pages_ahead_on(b);
-    }
 }
 
 fn sequential_first_writes_claim_fresh_pages_ahead_on(b: Variant) {

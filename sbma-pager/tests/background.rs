@@ -7,6 +7,7 @@
     reason = "tests access managed memory through raw pointers"
 )]
 
+#[macro_use]
 mod common;
 
 use common::{Variant, load, store};
@@ -70,11 +71,11 @@ fn streams(pager: &Pager) -> sbma_pager::Stats {
     s
 }
 
-#[test]
-fn writer_and_prefetcher_do_the_work_and_lose_nothing() {
-    for b in common::backends() {
-        writer_and_prefetcher_do_the_work_and_lose_nothing_on(b);
-    }
+per_backend! {
+    writer_and_prefetcher_do_the_work_and_lose_nothing => writer_and_prefetcher_do_the_work_and_lose_nothing_on;
+    without_background_io_the_faulting_threads_do_it_all => without_background_io_the_faulting_threads_do_it_all_on;
+    prefetch_races_with_evict_all => prefetch_races_with_evict_all_on;
+    dropping_with_prefetches_in_flight_is_clean => dropping_with_prefetches_in_flight_is_clean_on;
 }
 
 fn writer_and_prefetcher_do_the_work_and_lose_nothing_on(b: Variant) {
@@ -86,13 +87,6 @@ fn writer_and_prefetcher_do_the_work_and_lose_nothing_on(b: Variant) {
     assert!(s.pages_evicted_ahead <= s.pages_evicted, "{s:?}");
 }
 
-#[test]
-fn without_background_io_the_faulting_threads_do_it_all() {
-    for b in common::backends() {
-        without_background_io_the_faulting_threads_do_it_all_on(b);
-    }
-}
-
 fn without_background_io_the_faulting_threads_do_it_all_on(b: Variant) {
     let pager = pager(b, false);
     let s = streams(&pager);
@@ -100,13 +94,6 @@ fn without_background_io_the_faulting_threads_do_it_all_on(b: Variant) {
     assert_eq!(s.pages_evicted_ahead, 0, "{s:?}");
     assert_eq!(s.pages_prefetched, 0, "{s:?}");
     assert!(s.pages_evicted > 0 && s.pages_read > 0, "{s:?}");
-}
-
-#[test]
-fn prefetch_races_with_evict_all() {
-    for b in common::backends() {
-        prefetch_races_with_evict_all_on(b);
-    }
 }
 
 fn prefetch_races_with_evict_all_on(b: Variant) {
@@ -147,13 +134,6 @@ fn prefetch_races_with_evict_all_on(b: Variant) {
     let s = pager.stats();
     eprintln!("{b:?}: {rounds} evict_all rounds: {s:?}");
     assert!(rounds > 0 && s.pages_prefetched > 0, "{s:?}");
-}
-
-#[test]
-fn dropping_with_prefetches_in_flight_is_clean() {
-    for b in common::backends() {
-        dropping_with_prefetches_in_flight_is_clean_on(b);
-    }
 }
 
 fn dropping_with_prefetches_in_flight_is_clean_on(b: Variant) {

@@ -90,3 +90,17 @@ impl Variant {
         }
     }
 }
+
+/// Defines one `#[test]` per pair, each running `$on(variant)` for every
+/// backend available ([`backends`]): the scenario is written once.
+#[allow(unused_macros, reason = "each test binary uses a different subset")]
+macro_rules! per_backend {
+    ($($name:ident => $on:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            for b in common::backends() {
+                $on(b);
+            }
+        }
+    )*};
+}
