@@ -126,3 +126,42 @@ fn btree_and_hash_map_of_small_objects_out_of_core() {
     drop(map);
     eprintln!("{data} bytes through a {BUDGET}-byte budget: {after:?}");
 }
+
+/// Plain std I/O into and out of heap buffers whose pages were evicted:
+/// under the uffd backend the kernel's own accesses fault like the
+/// program's, so `File::read` into an evicted `Vec` just works (the signal
+/// backend would meet `EFAULT` there; see docs/uffd.md).
+#[test]
+fn std_io_into_evicted_heap_buffers() {
+    use std::io::{Read, Seek, Write};
+    let pager = GLOBAL.pager().expect("the global allocator started");
+    if pager.backend() != sbma_alloc::sbma_pager::Backend::Uffd {
+        println!(
+            "SKIPPED: std_io_into_evicted_heap_buffers needs the uffd backend; this process runs {} ({:?})",
+            pager.backend(),
+            pager.stats().backend_note
+        );
+        return;
+    }
+    let dir = std::env::var_os("TMPDIR").map_or_else(|| "/tmp".into(), std::path::PathBuf::from);
+    let path = dir.join(format!("sbma-global-io-{}", std::process::id()));
+    let mut f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // 4 MiB out of a heap buffer, then back into another one, each evicted
+    // just before the syscall touches it.
+    let out: Vec<u8> = (0..4 << 20).map(|i: usize| (i % 253) as u8).collect();
+    pager.evict_all().unwrap();
+    f.write_all(&out).unwrap();
+    let mut back = vec![0u8; 4 << 20];
+    pager.evict_all().unwrap();
+    f.rewind().unwrap();
+    f.read_exact(&mut back).unwrap();
+    pager.evict_all().unwrap();
+    assert!(back == out, "the bytes read back differ");
+}
