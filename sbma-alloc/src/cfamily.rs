@@ -47,15 +47,23 @@ impl SbmaAlloc {
             set_errno(libc::ENOMEM);
             return core::ptr::null_mut();
         };
-        let (p, dirty) = self.raw(total, MIN_ALIGN);
-        if !p.is_null() && dirty {
-            match self
-                .core()
-                .filter(|c| c.spans.index_of(p as usize).is_some())
-            {
-                Some(core) => core.zero(p, total),
-                // SAFETY: just allocated, `total` bytes.
-                None => unsafe { core::ptr::write_bytes(p, 0, total) },
+        let Some(core) = self.core() else {
+            return fallback_calloc(n, size);
+        };
+        let (p, dirty) = core.alloc(total.max(1), MIN_ALIGN);
+        if p.is_null() {
+            set_errno(libc::ENOMEM);
+        } else if dirty {
+            if core.spans.index_of(p as usize).is_some() {
+                core.zero(p, total);
+            } else {
+                // Served by glibc (start-up, pager threads, forked child):
+                // glibc's own calloc knows which of its chunks are fresh
+                // zero pages and writes none of those, where a memset here
+                // would make a large table resident at once.
+                // SAFETY: just allocated by glibc, not yet handed out.
+                unsafe { fallback::free(p) };
+                return fallback_calloc(n, size);
             }
         }
         p
@@ -227,4 +235,13 @@ impl SbmaAlloc {
         }
         self.core()?.usable_size(p)
     }
+}
+
+/// glibc's `calloc`, with `errno` set on failure.
+fn fallback_calloc(n: usize, size: usize) -> *mut u8 {
+    let p = fallback::calloc(n, size);
+    if p.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    p
 }

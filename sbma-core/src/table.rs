@@ -17,7 +17,6 @@ use crate::state::{Event, Outcome, PageState, Transition, transition};
 use crate::sync::{AtomicU32, AtomicUsize, Ordering};
 use crate::{PageCount, PageIndex, PageSize};
 use alloc::boxed::Box;
-use alloc::vec::Vec;
 use core::fmt;
 
 /// The state words of a run of pages, plus their counters.
@@ -87,12 +86,30 @@ pub struct Applied {
     pub outcome: Outcome,
 }
 
+/// `n` words in state 0 (unbacked, idle), from zeroed memory: the
+/// allocator's `calloc`/fresh pages cost nothing until a page's word is
+/// first written, so a table for a 2^20-page arena is not 4 MiB resident
+/// from the start (bytemuck's `zeroed_slice_box`: all-zero bytes are a valid
+/// `AtomicU32`, and the crate checks that with its `Zeroable` bound).
+#[cfg(not(loom))]
+fn zeroed_words(n: usize) -> Box<[AtomicU32]> {
+    bytemuck::allocation::zeroed_slice_box(n)
+}
+
+/// Loom's atomics are not plain memory: built one by one.
+#[cfg(loom)]
+fn zeroed_words(n: usize) -> Box<[AtomicU32]> {
+    (0..n)
+        .map(|_| AtomicU32::new(0))
+        .collect::<alloc::vec::Vec<_>>()
+        .into_boxed_slice()
+}
+
 impl PageTable {
     /// A table of `pages` pages, all [`PageState::UNBACKED`].
     pub fn new(pages: PageCount) -> PageTable {
-        let words: Vec<AtomicU32> = (0..pages.get()).map(|_| AtomicU32::new(0)).collect();
         PageTable {
-            words: words.into_boxed_slice(),
+            words: zeroed_words(pages.get()),
             resident: AtomicUsize::new(0),
             dirty: AtomicUsize::new(0),
             pinned: AtomicUsize::new(0),

@@ -244,3 +244,26 @@ fn min_size_leaves_small_requests_to_glibc() {
         "only large blocks in sbma: {large_only}"
     );
 }
+
+/// sbma's own bookkeeping is not resident up front: page tables and policy
+/// lists for the 16 GiB arena come from zeroed memory that costs nothing
+/// until used (before: +15 MiB for any program, with an 8 MiB budget).
+#[test]
+fn start_up_costs_little_memory() {
+    let exe = compile("rss");
+    let (plain, shimmed) = both(&[exe.to_str().unwrap()], &[("SBMA_BUDGET", "8M")]);
+    let _ = std::fs::remove_file(&exe);
+    let kib = |o: &Output| -> i64 {
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    };
+    let base = kib(&plain);
+    for (backend, out) in &shimmed {
+        let extra = kib(out) - base;
+        println!("{backend}: {extra} KiB more resident than without the shim");
+        assert!(
+            extra < 6 << 10,
+            "{backend}: the shim costs {extra} KiB at start-up"
+        );
+    }
+}

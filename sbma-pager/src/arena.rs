@@ -205,9 +205,7 @@ impl Arena {
             len: len.bytes(),
             page: cfg.page,
             table: sbma_core::PageTable::new(cfg.pages),
-            allocated: (0..cfg.pages.get().div_ceil(64))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            allocated: zeroed_bitmap(cfg.pages.get().div_ceil(64)),
             store: cfg.store,
             memory,
             backend_note: cfg.backend_note,
@@ -1064,6 +1062,12 @@ impl Arena {
         }
         Ok(())
     }
+}
+
+/// `n` zero words straight from the allocator's zeroed memory: untouched
+/// parts of the allocation bitmap cost no memory.
+fn zeroed_bitmap(n: usize) -> Box<[AtomicU64]> {
+    bytemuck::allocation::zeroed_slice_box(n)
 }
 
 impl Drop for Arena {

@@ -14,10 +14,50 @@ const OUT: u32 = u32::MAX - 1;
 /// The largest page index a policy can track (`u32::MAX - 2`).
 pub const MAX_TRACKED_INDEX: usize = (u32::MAX - 2) as usize;
 
+/// One link per page, stored XOR the array's default so that a fresh
+/// array is all zero bytes: `vec![0; n]` gets zeroed memory from the
+/// allocator (`calloc`, fresh `mmap` pages), which costs nothing until a page
+/// is linked. A policy sized for a 2^20-page arena would otherwise write
+/// 8 MiB at creation, resident for the process's life.
+#[derive(Clone, Debug)]
+struct Links {
+    raw: Vec<u32>,
+    default: u32,
+}
+
+impl Links {
+    fn new(len: usize, default: u32) -> Links {
+        Links {
+            raw: alloc::vec![0; len],
+            default,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    fn get(&self, i: usize) -> u32 {
+        self.raw[i] ^ self.default
+    }
+
+    fn try_get(&self, i: usize) -> Option<u32> {
+        self.raw.get(i).map(|v| v ^ self.default)
+    }
+
+    fn set(&mut self, i: usize, v: u32) {
+        self.raw[i] = v ^ self.default;
+    }
+
+    fn grow(&mut self, len: usize) {
+        self.raw.resize(len, 0);
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct IndexList {
-    prev: Vec<u32>,
-    next: Vec<u32>,
+    prev: Links,
+    next: Links,
     head: u32,
     tail: u32,
     len: usize,
@@ -26,8 +66,8 @@ pub(crate) struct IndexList {
 impl IndexList {
     pub(crate) fn with_capacity(pages: usize) -> IndexList {
         IndexList {
-            prev: alloc::vec![OUT; pages],
-            next: alloc::vec![NIL; pages],
+            prev: Links::new(pages, OUT),
+            next: Links::new(pages, NIL),
             head: NIL,
             tail: NIL,
             len: 0,
@@ -39,7 +79,7 @@ impl IndexList {
     }
 
     pub(crate) fn contains(&self, p: PageIndex) -> bool {
-        self.prev.get(p.0).is_some_and(|&v| v != OUT)
+        self.prev.try_get(p.0).is_some_and(|v| v != OUT)
     }
 
     pub(crate) fn front(&self) -> Option<PageIndex> {
@@ -48,7 +88,7 @@ impl IndexList {
 
     /// The page after `p`, if any. `p` must be a member.
     pub(crate) fn next_of(&self, p: PageIndex) -> Option<PageIndex> {
-        let n = self.next[p.0];
+        let n = self.next.get(p.0);
         (n != NIL).then_some(PageIndex(n as usize))
     }
 
@@ -65,8 +105,8 @@ impl IndexList {
         );
         if p.0 >= self.prev.len() {
             let n = (p.0 + 1).max(self.prev.len() * 2);
-            self.prev.resize(n, OUT);
-            self.next.resize(n, NIL);
+            self.prev.grow(n);
+            self.next.grow(n);
         }
         p.0 as u32
     }
@@ -74,12 +114,12 @@ impl IndexList {
     /// Appends `p` (not a member) at the back.
     pub(crate) fn push_back(&mut self, p: PageIndex) {
         let i = self.slot(p);
-        debug_assert!(self.prev[p.0] == OUT, "page {} already listed", p.0);
-        self.prev[p.0] = self.tail;
-        self.next[p.0] = NIL;
+        debug_assert!(self.prev.get(p.0) == OUT, "page {} already listed", p.0);
+        self.prev.set(p.0, self.tail);
+        self.next.set(p.0, NIL);
         match self.tail {
             NIL => self.head = i,
-            t => self.next[t as usize] = i,
+            t => self.next.set(t as usize, i),
         }
         self.tail = i;
         self.len += 1;
@@ -88,14 +128,14 @@ impl IndexList {
     /// Inserts `p` (not a member) just before `at` (a member).
     pub(crate) fn insert_before(&mut self, p: PageIndex, at: PageIndex) {
         let i = self.slot(p);
-        debug_assert!(self.prev[p.0] == OUT, "page {} already listed", p.0);
-        let before = self.prev[at.0];
-        self.prev[p.0] = before;
-        self.next[p.0] = at.0 as u32;
-        self.prev[at.0] = i;
+        debug_assert!(self.prev.get(p.0) == OUT, "page {} already listed", p.0);
+        let before = self.prev.get(at.0);
+        self.prev.set(p.0, before);
+        self.next.set(p.0, at.0 as u32);
+        self.prev.set(at.0, i);
         match before {
             NIL => self.head = i,
-            b => self.next[b as usize] = i,
+            b => self.next.set(b as usize, i),
         }
         self.len += 1;
     }
@@ -105,17 +145,17 @@ impl IndexList {
         if !self.contains(p) {
             return false;
         }
-        let (prev, next) = (self.prev[p.0], self.next[p.0]);
+        let (prev, next) = (self.prev.get(p.0), self.next.get(p.0));
         match prev {
             NIL => self.head = next,
-            v => self.next[v as usize] = next,
+            v => self.next.set(v as usize, next),
         }
         match next {
             NIL => self.tail = prev,
-            v => self.prev[v as usize] = prev,
+            v => self.prev.set(v as usize, prev),
         }
-        self.prev[p.0] = OUT;
-        self.next[p.0] = NIL;
+        self.prev.set(p.0, OUT);
+        self.next.set(p.0, NIL);
         self.len -= 1;
         true
     }
