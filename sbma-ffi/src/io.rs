@@ -13,6 +13,11 @@
 //! budget (a buffer larger than memory is transferred piecewise, with the
 //! semantics of several calls: it may stop short, as `read` may). Other
 //! buffers go straight to libc's function, found with `dlsym(RTLD_NEXT)`.
+//! The vectored and addressed calls (`readv`, `recvmsg`, `sendto`, ...) pin
+//! every managed piece for their one call instead of chunking.
+//!
+//! Under the uffd backend none of this is needed (the kernel's accesses
+//! fault pages in); the wrappers then only pin.
 //!
 //! # Safety
 //! The wrappers have libc's contracts; they only forward pointers.
@@ -711,4 +716,280 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, len: usize) -> *mut c_char {
     };
     // SAFETY: forwarded.
     unsafe { f(buf, len) }
+}
+
+// ---------------------------------------------------------------------
+// Vectored and addressed I/O: every managed piece is pinned for the one
+// call (not chunked: the pieces together must fit in the budget, or the
+// call fails with EFAULT as the kernel's would have).
+// ---------------------------------------------------------------------
+
+/// Pins for the kernel every managed byte a call will touch: the pieces of
+/// `iov` (with `access`), the vector itself (read by the kernel), and the
+/// `extra` ranges (pointer, length, access). `None` when pinning failed
+/// (errno is `EFAULT`).
+fn pin_all(
+    iov: *const libc::iovec,
+    n: c_int,
+    access: Access,
+    extra: &[(*const c_void, usize, Access)],
+) -> Option<Vec<KernelGuard>> {
+    let mut guards = Vec::new();
+    let count = usize::try_from(n).unwrap_or(0);
+    let mut add = |p: *const c_void, len: usize, a: Access| match pin(p, len, a) {
+        Some(Some(g)) => {
+            guards.push(g);
+            true
+        }
+        Some(None) => true,
+        None => false,
+    };
+    if !iov.is_null() && count > 0 {
+        if !add(iov.cast(), count * size_of::<libc::iovec>(), Access::Read) {
+            return None;
+        }
+        for i in 0..count {
+            // SAFETY: the caller passes `n` valid iovecs (libc's contract);
+            // the vector is resident now.
+            let v = unsafe { iov.add(i).read() };
+            if !add(v.iov_base, v.iov_len, access) {
+                return None;
+            }
+        }
+    }
+    for &(p, len, a) in extra {
+        if !add(p, len, a) {
+            return None;
+        }
+    }
+    Some(guards)
+}
+
+type ReadvFn = unsafe extern "C" fn(c_int, *const libc::iovec, c_int) -> isize;
+type PreadvFn = unsafe extern "C" fn(c_int, *const libc::iovec, c_int, i64) -> isize;
+type MsgFn = unsafe extern "C" fn(c_int, *mut libc::msghdr, c_int) -> isize;
+type RecvfromFn = unsafe extern "C" fn(
+    c_int,
+    *mut c_void,
+    usize,
+    c_int,
+    *mut libc::sockaddr,
+    *mut libc::socklen_t,
+) -> isize;
+type SendtoFn = unsafe extern "C" fn(
+    c_int,
+    *const c_void,
+    usize,
+    c_int,
+    *const libc::sockaddr,
+    libc::socklen_t,
+) -> isize;
+
+/// `readv(2)` into managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, n: c_int) -> isize {
+    let f = libc_fn!("readv", ReadvFn);
+    let Some(_g) = pin_all(iov, n, Access::Write, &[]) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(fd, iov, n) }
+}
+
+/// `writev(2)` from managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, n: c_int) -> isize {
+    let f = libc_fn!("writev", ReadvFn);
+    let Some(_g) = pin_all(iov, n, Access::Read, &[]) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(fd, iov, n) }
+}
+
+/// Shared body of `preadv`/`pwritev` and their 64-bit names.
+///
+/// # Safety
+/// libc's contract for `f`.
+unsafe fn positioned_v(
+    f: PreadvFn,
+    fd: c_int,
+    iov: *const libc::iovec,
+    n: c_int,
+    off: i64,
+    access: Access,
+) -> isize {
+    let Some(_g) = pin_all(iov, n, access, &[]) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(fd, iov, n, off) }
+}
+
+/// `preadv(2)` into managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn preadv(fd: c_int, iov: *const libc::iovec, n: c_int, off: i64) -> isize {
+    let f = libc_fn!("preadv", PreadvFn);
+    // SAFETY: forwarded.
+    unsafe { positioned_v(f, fd, iov, n, off, Access::Write) }
+}
+
+/// `preadv64` (the same on 64-bit Linux).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn preadv64(fd: c_int, iov: *const libc::iovec, n: c_int, off: i64) -> isize {
+    let f = libc_fn!("preadv64", PreadvFn);
+    // SAFETY: forwarded.
+    unsafe { positioned_v(f, fd, iov, n, off, Access::Write) }
+}
+
+/// `pwritev(2)` from managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pwritev(fd: c_int, iov: *const libc::iovec, n: c_int, off: i64) -> isize {
+    let f = libc_fn!("pwritev", PreadvFn);
+    // SAFETY: forwarded.
+    unsafe { positioned_v(f, fd, iov, n, off, Access::Read) }
+}
+
+/// `pwritev64` (the same on 64-bit Linux).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pwritev64(
+    fd: c_int,
+    iov: *const libc::iovec,
+    n: c_int,
+    off: i64,
+) -> isize {
+    let f = libc_fn!("pwritev64", PreadvFn);
+    // SAFETY: forwarded.
+    unsafe { positioned_v(f, fd, iov, n, off, Access::Read) }
+}
+
+/// The managed memory of a `msghdr` call: the header itself (the kernel
+/// writes `msg_flags` and `msg_controllen` on receive), its address and
+/// control buffers, and the pieces (with `access`).
+fn pin_msg(msg: *mut libc::msghdr, access: Access) -> Option<Vec<KernelGuard>> {
+    if msg.is_null() {
+        return Some(Vec::new());
+    }
+    let header = pin(msg.cast(), size_of::<libc::msghdr>(), Access::Write)?;
+    // SAFETY: a valid msghdr (libc's contract), resident now.
+    let m = unsafe { msg.read() };
+    let mut guards = pin_all(
+        m.msg_iov,
+        m.msg_iovlen as c_int,
+        access,
+        &[
+            (m.msg_name, m.msg_namelen as usize, access),
+            (m.msg_control, m.msg_controllen, access),
+        ],
+    )?;
+    guards.extend(header);
+    Some(guards)
+}
+
+/// `recvmsg(2)` into managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> isize {
+    let f = libc_fn!("recvmsg", MsgFn);
+    let Some(_g) = pin_msg(msg, Access::Write) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(fd, msg, flags) }
+}
+
+/// `sendmsg(2)` from managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> isize {
+    let f = libc_fn!("sendmsg", MsgFn);
+    let Some(_g) = pin_msg(msg.cast_mut(), Access::Read) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(fd, msg.cast_mut(), flags) }
+}
+
+/// `recvfrom(2)` into managed memory works (the address too).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: usize,
+    flags: c_int,
+    addr: *mut libc::sockaddr,
+    alen: *mut libc::socklen_t,
+) -> isize {
+    let f = libc_fn!("recvfrom", RecvfromFn);
+    // A valid length slot if non-null (libc's contract).
+    let addr_len = if alen.is_null() {
+        0
+    } else {
+        // SAFETY: as above.
+        (unsafe { alen.read() }) as usize
+    };
+    let extra = [
+        (buf.cast_const(), len, Access::Write),
+        (addr.cast_const().cast(), addr_len, Access::Write),
+        (
+            alen.cast_const().cast(),
+            size_of::<libc::socklen_t>(),
+            Access::Write,
+        ),
+    ];
+    let Some(_g) = pin_all(core::ptr::null(), 0, Access::Write, &extra) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(fd, buf, len, flags, addr, alen) }
+}
+
+/// `sendto(2)` from managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: usize,
+    flags: c_int,
+    addr: *const libc::sockaddr,
+    alen: libc::socklen_t,
+) -> isize {
+    let f = libc_fn!("sendto", SendtoFn);
+    let extra = [
+        (buf, len, Access::Read),
+        (addr.cast(), alen as usize, Access::Read),
+    ];
+    let Some(_g) = pin_all(core::ptr::null(), 0, Access::Read, &extra) else {
+        return -1;
+    };
+    // SAFETY: forwarded.
+    unsafe { f(fd, buf, len, flags, addr, alen) }
 }

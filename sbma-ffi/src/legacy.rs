@@ -190,6 +190,16 @@ pub unsafe extern "C" fn SBMA_init(
             return fail(sbma_result::SBMA_INVALID_CONFIG, libc::EINVAL);
         };
         let mut b = Pager::builder().budget(budget).page_size(page_size);
+        // The original API has no backend argument: SBMA_BACKEND chooses.
+        if let Ok(v) = std::env::var("SBMA_BACKEND") {
+            match v.parse() {
+                Ok(backend) => b = b.backend(backend),
+                Err(e) => {
+                    set_last_error(&format!("SBMA_init: invalid SBMA_BACKEND `{v}`: {e}"));
+                    return fail(sbma_result::SBMA_INVALID_CONFIG, libc::EINVAL);
+                }
+            }
+        }
         if !fstem.is_null() {
             // SAFETY: the caller's contract.
             let Ok(dir) = unsafe { CStr::from_ptr(fstem) }.to_str() else {

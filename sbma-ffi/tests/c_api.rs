@@ -15,6 +15,12 @@ fn lib_dir() -> PathBuf {
 }
 
 fn compile_and_run(name: &str) -> String {
+    compile_and_run_with(name, &[])
+}
+
+/// Compiles `tests/c/<name>.c` against `sbma.h`, links the built
+/// `libsbma.so`, runs it with `env`; returns its standard output.
+fn compile_and_run_with(name: &str, env: &[(&str, &str)]) -> String {
     let dir = env!("CARGO_MANIFEST_DIR");
     let lib = lib_dir();
     assert!(
@@ -48,6 +54,7 @@ fn compile_and_run(name: &str) -> String {
     // `target/<profile>`, where an older libsbma.so can lie: point it here.
     let out = Command::new(&exe)
         .env("LD_LIBRARY_PATH", &lib)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&exe);
@@ -73,5 +80,19 @@ fn modern_api() {
 
 #[test]
 fn libc_io_on_evicted_memory() {
-    assert!(compile_and_run("io").contains("libc I/O: ok"));
+    // The signal backend is the one that needs the wrappers (the kernel
+    // meets PROT_NONE pages); under uffd the same program must work too.
+    let mut backends = vec!["signal"];
+    match sbma_alloc::sbma_pager::Backend::Uffd.available() {
+        Ok(()) => backends.push("uffd"),
+        Err(e) => println!("SKIPPED: the uffd backend: {e}"),
+    }
+    for backend in backends {
+        let out = compile_and_run_with("io", &[("SBMA_BACKEND", backend)]);
+        assert!(out.contains("libc I/O: ok"), "{backend}: {out}");
+        assert!(
+            out.contains(&format!("backend {backend}")),
+            "{backend}: {out}"
+        );
+    }
 }
