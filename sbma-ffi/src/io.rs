@@ -17,7 +17,7 @@
 //! every managed piece for their one call instead of chunking.
 //!
 //! Under the uffd backend none of this is needed (the kernel's accesses
-//! fault pages in); the wrappers then only pin.
+//! fault pages in): the wrappers then pass every call straight through.
 //!
 //! # Safety
 //! The wrappers have libc's contracts; they only forward pointers.
@@ -28,7 +28,7 @@ use crate::api::sbma_t;
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use sbma_alloc::SbmaAlloc;
-use sbma_alloc::sbma_pager::{Access, KernelGuard};
+use sbma_alloc::sbma_pager::{Access, Backend, KernelGuard};
 
 /// Live instances of the modern API (the wrappers look in them).
 static INSTANCES: [AtomicPtr<sbma_t>; 64] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 64];
@@ -96,9 +96,11 @@ fn owner_of<R>(p: *const c_void, f: impl FnOnce(&SbmaAlloc) -> R) -> Option<R> {
 
 /// The most bytes one chunk pins: a quarter of the owner's budget.
 fn chunk_of(a: &SbmaAlloc) -> usize {
-    a.pager().map_or(usize::MAX, |p| {
-        (p.stats().budget as usize / 4).max(p.page_size())
-    })
+    a.pager()
+        .filter(|p| p.backend() != Backend::Uffd)
+        .map_or(usize::MAX, |p| {
+            (p.stats().budget as usize / 4).max(p.page_size())
+        })
 }
 
 /// Pins `[p, p + len)` for the kernel if it is managed memory: `Some(None)`
@@ -110,6 +112,8 @@ fn pin(p: *const c_void, len: usize, access: Access) -> Option<Option<KernelGuar
     }
     match owner_of(p, |a| {
         a.pager()
+            // Under uffd the kernel's own access faults the page in.
+            .filter(|pg| pg.backend() != Backend::Uffd)
             .map(|pg| pg.prepare_for_kernel(p.cast(), len, access))
     }) {
         None | Some(None) => Some(None),
