@@ -12,7 +12,7 @@
 //!   libsbma's libc I/O wrappers (`read`, `write`, `fread`, `stat`, ...), so
 //!   syscalls into evicted heap memory work.
 //! - Configured only by environment: `SBMA_BUDGET`, `SBMA_PAGE_SIZE`,
-//!   `SBMA_DIR`, `SBMA_POLICY`, `SBMA_DECAY`, `SBMA_MIN_SIZE` (smaller
+//!   `SBMA_DIR`, `SBMA_POLICY`, `SBMA_BACKEND`, `SBMA_DECAY`, `SBMA_MIN_SIZE` (smaller
 //!   requests go to glibc), `SBMA_STATS` (`1` or `json`: statistics on
 //!   stderr at exit). The allocator starts when the library is loaded (an
 //!   `.init_array` constructor); a malformed value stops the program there
