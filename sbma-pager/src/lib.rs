@@ -53,6 +53,7 @@ mod arena;
 mod bell;
 mod error;
 mod fork;
+mod group;
 mod lock;
 mod memory;
 mod region;
@@ -67,6 +68,7 @@ mod uffd;
 
 pub use arena::{Access, is_pager_thread};
 pub use error::Error;
+pub use group::{Group, MAX_MEMBERS, Member, segment_name};
 pub use memory::{Backend, FillMethod};
 pub use sbma_core;
 pub use sbma_core::PolicyKind;

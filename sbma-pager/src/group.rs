@@ -1,0 +1,484 @@
+//! [`Group`]: one memory budget shared by the processes of a named group
+//! (issue 7's foundation: membership, accounting, liveness, cleanup).
+//!
+//! The budget lives in a POSIX shared-memory segment, `/dev/shm/sbma-group-<name>`,
+//! mode 0600 (only the same user can join). What the original SBMA got
+//! wrong here, and what this does instead (research/sbma.md (e)):
+//!
+//! - **Creation race.** The creator opens with `O_CREAT | O_EXCL`, sizes and
+//!   fills the segment, and only then publishes it by storing `MAGIC`
+//!   (release). A joiner waits, bounded, until the size is right and the
+//!   magic is there, so it never reads a half-initialised segment.
+//! - **Slots are reused**: a member takes the first free one of
+//!   [`MAX_MEMBERS`] and gives it back when it leaves.
+//! - **Dead members are reaped.** A slot records the member's pid and its
+//!   start time (`/proc/<pid>/stat`, field 22), so a recycled pid is not
+//!   mistaken for the member. Any member reaps dead ones when it joins,
+//!   when a charge does not fit, and on [`Group::reap`]: their charge goes
+//!   back to the group. A process killed with SIGKILL thus loses its
+//!   share at the next admission, not never.
+//! - **Removal.** The last member to leave marks the segment removed and
+//!   unlinks it; a joiner that opened it just before sees the mark and starts
+//!   over with a fresh one. Nothing is left in `/dev/shm` once every member
+//!   has left or been reaped by a leaving member.
+//! - **The membership lock** (held only to change slots, never while
+//!   waiting for memory) stores its holder's pid: a waiter that finds the
+//!   holder dead takes it over, so a member killed inside it cannot wedge
+//!   the group.
+//!
+//! Admission across processes (asking peers over their fair share to give
+//! memory back, through a doorbell their pager thread serves) builds on
+//! this and is not here yet.
+#![allow(unsafe_code, reason = "a shared mapping read by several processes")]
+
+use crate::error::Error;
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use rustix::fd::AsFd;
+use rustix::io::Errno;
+use sbma_core::{Budget, Shortfall};
+use std::time::{Duration, Instant};
+
+/// Members a group can have at once.
+pub const MAX_MEMBERS: usize = 64;
+/// "sbmagrp1": the segment is initialised (and its layout version).
+const MAGIC: u64 = u64::from_le_bytes(*b"sbmagrp1");
+/// How long a joiner waits for a segment being created.
+const INIT_WAIT: Duration = Duration::from_secs(2);
+
+#[repr(C)]
+struct Slot {
+    pid: AtomicI32,
+    _pad: u32,
+    start: AtomicU64,
+    charged: AtomicU64,
+    blocked: AtomicU32,
+    bell: AtomicU32,
+}
+
+#[repr(C)]
+struct Segment {
+    magic: AtomicU64,
+    removed: AtomicU32,
+    /// Pid of the member changing slots, 0 when free.
+    lock: AtomicI32,
+    limit: AtomicU64,
+    resident: AtomicU64,
+    peak: AtomicU64,
+    members: AtomicU32,
+    generation: AtomicU32,
+    slots: [Slot; MAX_MEMBERS],
+}
+
+const SIZE: usize = size_of::<Segment>();
+
+/// One member's view of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The member's process id.
+    pub pid: i32,
+    /// Bytes it has charged.
+    pub charged: u64,
+    /// Whether it declared itself blocked (a preferred victim).
+    pub blocked: bool,
+}
+
+/// Membership of a named group sharing one budget; leaves on drop.
+pub struct Group {
+    seg: *mut Segment,
+    name: String,
+    slot: usize,
+    pid: i32,
+}
+
+// SAFETY: the segment is only accessed through atomics.
+unsafe impl Send for Group {}
+// SAFETY: as above.
+unsafe impl Sync for Group {}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("name", &self.name)
+            .field("slot", &self.slot)
+            .field("limit", &self.limit())
+            .field("resident", &self.resident())
+            .finish()
+    }
+}
+
+/// The shared-memory object's name for group `name`.
+pub fn segment_name(name: &str) -> String {
+    format!("/sbma-group-{name}")
+}
+
+impl Group {
+    /// Joins group `name` (creating it with a budget of `limit` bytes if
+    /// it does not exist).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad name, a group whose budget differs from
+    /// `limit`, or a full group; [`Error::Map`] if the segment cannot be
+    /// created, opened or mapped.
+    pub fn join(name: &str, limit: usize) -> Result<Group, Error> {
+        if name.is_empty()
+            || name.len() > 200
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(Error::Config {
+                name: "SBMA_GROUP",
+                value: name.to_owned(),
+                reason: "expected 1-200 characters of [A-Za-z0-9._-]".into(),
+            });
+        }
+        let shm = segment_name(name);
+        let me = crate::sys::process_id();
+        let start = start_time(me).unwrap_or(0);
+        let deadline = Instant::now() + INIT_WAIT;
+        loop {
+            let seg = open_segment(&shm, limit, deadline)?;
+            // SAFETY: a mapping of SIZE bytes, initialised (magic seen).
+            let s = unsafe { &*seg };
+            let found = s.limit.load(Ordering::Acquire);
+            if found != limit as u64 {
+                unmap(seg);
+                return Err(Error::Config {
+                    name: "SBMA_GROUP",
+                    value: name.to_owned(),
+                    reason: format!("the group exists with a budget of {found} bytes, not {limit}"),
+                });
+            }
+            lock(s, me);
+            if s.removed.load(Ordering::Acquire) != 0 {
+                // Its last member left between our open and our lock.
+                unlock(s, me);
+                unmap(seg);
+                continue;
+            }
+            reap_locked(s, me);
+            let Some(slot) = s
+                .slots
+                .iter()
+                .position(|sl| sl.pid.load(Ordering::Acquire) == 0)
+            else {
+                unlock(s, me);
+                unmap(seg);
+                return Err(Error::Config {
+                    name: "SBMA_GROUP",
+                    value: name.to_owned(),
+                    reason: format!("the group is full ({MAX_MEMBERS} members)"),
+                });
+            };
+            let sl = &s.slots[slot];
+            sl.charged.store(0, Ordering::Relaxed);
+            sl.blocked.store(0, Ordering::Relaxed);
+            sl.start.store(start, Ordering::Relaxed);
+            sl.pid.store(me, Ordering::Release);
+            s.members.fetch_add(1, Ordering::AcqRel);
+            unlock(s, me);
+            return Ok(Group {
+                seg,
+                name: name.to_owned(),
+                slot,
+                pid: me,
+            });
+        }
+    }
+
+    fn seg(&self) -> &Segment {
+        // SAFETY: mapped for the life of `self`.
+        unsafe { &*self.seg }
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes this member has charged.
+    pub fn charged(&self) -> usize {
+        self.seg().slots[self.slot].charged.load(Ordering::Acquire) as usize
+    }
+
+    /// The most bytes charged in the group at once.
+    pub fn peak(&self) -> usize {
+        self.seg().peak.load(Ordering::Relaxed) as usize
+    }
+
+    /// Declares this member blocked (a preferred victim) or running.
+    pub fn set_blocked(&self, on: bool) {
+        self.seg().slots[self.slot]
+            .blocked
+            .store(u32::from(on), Ordering::Release);
+    }
+
+    /// The live members (after reaping dead ones).
+    pub fn members(&self) -> Vec<Member> {
+        self.reap();
+        self.seg()
+            .slots
+            .iter()
+            .filter_map(|sl| {
+                let pid = sl.pid.load(Ordering::Acquire);
+                (pid != 0).then(|| Member {
+                    pid,
+                    charged: sl.charged.load(Ordering::Acquire),
+                    blocked: sl.blocked.load(Ordering::Acquire) != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Gives the charge of members that died back to the group; returns
+    /// how many were reaped.
+    pub fn reap(&self) -> usize {
+        let s = self.seg();
+        lock(s, self.pid);
+        let n = reap_locked(s, self.pid);
+        unlock(s, self.pid);
+        n
+    }
+}
+
+impl Budget for Group {
+    fn try_charge(&self, bytes: usize) -> Result<(), Shortfall> {
+        let s = self.seg();
+        let limit = s.limit.load(Ordering::Relaxed);
+        let mut reaped = false;
+        let mut cur = s.resident.load(Ordering::Relaxed);
+        loop {
+            let available = limit.saturating_sub(cur);
+            if bytes as u64 > available {
+                if !reaped {
+                    reaped = true;
+                    if self.reap() > 0 {
+                        cur = s.resident.load(Ordering::Relaxed);
+                        continue;
+                    }
+                }
+                return Err(Shortfall {
+                    requested: bytes,
+                    available: available as usize,
+                });
+            }
+            match s.resident.compare_exchange_weak(
+                cur,
+                cur + bytes as u64,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    s.slots[self.slot]
+                        .charged
+                        .fetch_add(bytes as u64, Ordering::AcqRel);
+                    s.peak.fetch_max(cur + bytes as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn uncharge(&self, bytes: usize) {
+        let s = self.seg();
+        s.slots[self.slot]
+            .charged
+            .fetch_sub(bytes as u64, Ordering::AcqRel);
+        s.resident.fetch_sub(bytes as u64, Ordering::AcqRel);
+    }
+
+    fn resident(&self) -> usize {
+        self.seg().resident.load(Ordering::Acquire) as usize
+    }
+
+    fn limit(&self) -> usize {
+        self.seg().limit.load(Ordering::Relaxed) as usize
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // A forked child is not the member.
+        if crate::sys::process_id() != self.pid {
+            return;
+        }
+        let s = self.seg();
+        lock(s, self.pid);
+        let sl = &s.slots[self.slot];
+        let charged = sl.charged.swap(0, Ordering::AcqRel);
+        s.resident.fetch_sub(charged, Ordering::AcqRel);
+        sl.pid.store(0, Ordering::Release);
+        let last = s.members.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last {
+            s.removed.store(1, Ordering::Release);
+            let _ = rustix::shm::unlink(segment_name(&self.name).as_str());
+        }
+        unlock(s, self.pid);
+        unmap(self.seg);
+    }
+}
+
+/// Opens (or creates, with `limit`) and maps the segment, waiting until
+/// it is initialised.
+fn open_segment(shm: &str, limit: usize, deadline: Instant) -> Result<*mut Segment, Error> {
+    use rustix::fs::Mode;
+    use rustix::shm::OFlags;
+    let map_err = |op: &'static str| move |source: Errno| Error::Map { op, source };
+    loop {
+        match rustix::shm::open(
+            shm,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => {
+                rustix::fs::ftruncate(&fd, SIZE as u64)
+                    .map_err(map_err("sizing the group segment"))?;
+                let seg = map(fd.as_fd()).map_err(map_err("mapping the group segment"))?;
+                // SAFETY: a fresh zeroed mapping nobody else uses before
+                // the magic is published below.
+                let s = unsafe { &*seg };
+                s.limit.store(limit as u64, Ordering::Relaxed);
+                s.magic.store(MAGIC, Ordering::Release);
+                return Ok(seg);
+            }
+            Err(Errno::EXIST) => {}
+            Err(e) => {
+                return Err(Error::Map {
+                    op: "creating the group segment in /dev/shm",
+                    source: e,
+                });
+            }
+        }
+        let fd = match rustix::shm::open(shm, OFlags::RDWR, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => continue, // removed in between: create it
+            Err(e) => {
+                return Err(Error::Map {
+                    op: "opening the group segment in /dev/shm",
+                    source: e,
+                });
+            }
+        };
+        // Wait for the creator to size it, then to publish it.
+        loop {
+            let size = rustix::fs::fstat(&fd)
+                .map_err(map_err("checking the group segment"))?
+                .st_size;
+            if size as usize == SIZE {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Map {
+                    op: "waiting for the group segment to be created (a different sbma version, or a creator that died?)",
+                    source: Errno::TIMEDOUT,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let seg = map(fd.as_fd()).map_err(map_err("mapping the group segment"))?;
+        // SAFETY: a mapping of SIZE bytes.
+        let s = unsafe { &*seg };
+        while s.magic.load(Ordering::Acquire) != MAGIC {
+            if Instant::now() > deadline {
+                unmap(seg);
+                return Err(Error::Map {
+                    op: "waiting for the group segment to be initialised",
+                    source: Errno::TIMEDOUT,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        return Ok(seg);
+    }
+}
+
+fn map(fd: rustix::fd::BorrowedFd<'_>) -> Result<*mut Segment, Errno> {
+    // SAFETY: a shared mapping of the whole object; it is only accessed
+    // through atomics.
+    let p = unsafe {
+        rustix::mm::mmap(
+            core::ptr::null_mut(),
+            SIZE,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            fd,
+            0,
+        )
+    }?;
+    Ok(p.cast())
+}
+
+fn unmap(seg: *mut Segment) {
+    // SAFETY: our own mapping of SIZE bytes, not used after this.
+    let _ = unsafe { rustix::mm::munmap(seg.cast(), SIZE) };
+}
+
+/// Takes the membership lock, taking it over from a holder that died.
+fn lock(s: &Segment, me: i32) {
+    loop {
+        match s
+            .lock
+            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return,
+            Err(holder) if holder != 0 && !alive(holder, None) => {
+                let _ = s
+                    .lock
+                    .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Acquire);
+                if s.lock.load(Ordering::Acquire) == me {
+                    return;
+                }
+            }
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+}
+
+fn unlock(s: &Segment, me: i32) {
+    let _ = s
+        .lock
+        .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+}
+
+/// Reaps dead members (lock held); returns how many.
+fn reap_locked(s: &Segment, me: i32) -> usize {
+    let mut n = 0;
+    for sl in &s.slots {
+        let pid = sl.pid.load(Ordering::Acquire);
+        if pid == 0 || pid == me {
+            continue;
+        }
+        if !alive(pid, Some(sl.start.load(Ordering::Acquire))) {
+            let charged = sl.charged.swap(0, Ordering::AcqRel);
+            s.resident.fetch_sub(charged, Ordering::AcqRel);
+            sl.pid.store(0, Ordering::Release);
+            s.members.fetch_sub(1, Ordering::AcqRel);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Whether process `pid` exists (and, given `start`, is the same process:
+/// pids are recycled).
+fn alive(pid: i32, start: Option<u64>) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    let exists = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    match (exists, start) {
+        (false, _) => false,
+        (true, Some(s)) if s != 0 => start_time(pid) == Some(s),
+        (true, _) => true,
+    }
+}
+
+/// The start time of `pid` in clock ticks since boot (`/proc/<pid>/stat`
+/// field 22), which tells a recycled pid from the original process.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // `rest` starts at field 3 (state); field 22 is the 20th from there.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
