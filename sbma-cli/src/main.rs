@@ -20,11 +20,12 @@ commands:
         Defaults: --size 1G --budget 128M --page-size 64K --policy clock.
         --sim runs the same workload on the core's in-process model.
   run [--budget B] [--page-size P] [--policy NAME] [--dir D] [--min-size S]
-      [--backend auto|signal|uffd] [--stats[=json]] -- PROG [ARGS...]
+      [--backend auto|signal|uffd] [--group NAME] [--stats[=json]] -- PROG [ARGS...]
         run an unmodified program with its heap on storage-backed memory
         (the LD_PRELOAD shim); the program's exit status is passed through;
         --stats prints faults, bytes in/out, peak resident and I/O time at
-        exit (of every process of the program)
+        exit (of every process of the program); --group shares the budget
+        with every process run with the same group name (SBMA_GROUP)
   help  print this text
 
 sizes accept K, M, G, T suffixes (powers of 1024); policies: clock, lru, fifo, all";

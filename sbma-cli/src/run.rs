@@ -52,6 +52,19 @@ impl Options {
                     o.env.push(("SBMA_POLICY", p));
                 }
                 "--dir" => o.env.push(("SBMA_DIR", value("--dir")?)),
+                "--group" => {
+                    let g = value("--group")?;
+                    let ok = !g.is_empty()
+                        && g.len() <= 200
+                        && g.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                    if !ok {
+                        return Err(format!(
+                            "--group `{g}`: expected 1-200 characters of [A-Za-z0-9._-]"
+                        ));
+                    }
+                    o.env.push(("SBMA_GROUP", g));
+                }
                 "--backend" => {
                     let b = value("--backend")?;
                     if !["auto", "signal", "uffd"].contains(&b.as_str()) {

@@ -93,6 +93,10 @@ fn bad_input_is_a_one_line_error() {
         ),
         (&["run", "--stats=xml", "--", "true"][..], "--stats=`xml`"),
         (
+            &["run", "--group", "a/b", "--", "true"][..],
+            "--group `a/b`: expected 1-200 characters",
+        ),
+        (
             &["run", "--backend", "mmap", "--", "true"][..],
             "--backend `mmap`: expected auto, signal or uffd",
         ),

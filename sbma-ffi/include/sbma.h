@@ -492,8 +492,9 @@ int SBMA_parse_optstr(const char *s);
 /**
  * Starts the process-wide instance: backing file in `fstem` (a directory;
  * NULL: `$TMPDIR`), SBMA pages of `page_size` bytes, a budget of `max_mem`
- * *system* pages, option bits `opts` (from `SBMA_parse_optstr`). `uniq`
- * and `n_procs` are accepted for compatibility (see the module doc).
+ * *system* pages, option bits `opts` (from `SBMA_parse_optstr`). With
+ * `n_procs > 1`, processes with the same `uniq` share the budget (see the
+ * module doc).
  * Returns 0, or -1 with `errno` set (`EINVAL` bad settings, `EEXIST`
  * already started, `ENOMEM`/`EIO` otherwise) and `sbma_last_error`.
  *
@@ -593,13 +594,14 @@ int SBMA_mexist(const void *addr);
 int SBMA_mallopt(int param, int value);
 
 /**
- * Marks this process as blocked (a preferred eviction victim for its
- * peers). A no-op returning 0 until processes share a budget (issue 7).
+ * Marks this process as blocked: in a shared budget, blocked members give
+ * memory back to their peers first. Returns 0 (also without a group or an
+ * instance, where it changes nothing).
  */
 int SBMA_sigon(void);
 
 /**
- * Ends `SBMA_sigon`. A no-op returning 0 (see `SBMA_sigon`).
+ * Ends `SBMA_sigon`: the process runs again. Returns 0.
  */
 int SBMA_sigoff(void);
 

@@ -6,8 +6,15 @@
 //!
 //! Differences from the original, where its behaviour was unsound or tied
 //! to its design (research/sbma.md lists the bugs):
-//! - `n_procs` and `uniq` are accepted and unused until processes share a
-//!   budget (issue 7); `SBMA_sigon`/`SBMA_sigoff` are no-ops until then.
+//! - Processes that call `SBMA_init` with the same `uniq` and `n_procs > 1`
+//!   share one budget (a `Group` named `uniq-<uniq>`, whose budget is the
+//!   first member's `max_mem`; a different `max_mem` is an error, not a
+//!   silent choice). With `n_procs <= 1` the budget is the process's own.
+//!   `SBMA_sigon`/`SBMA_sigoff` declare the process blocked/running: blocked
+//!   members give memory back first. Unlike the original, nobody is ever
+//!   evicted inside a signal handler in the middle of its own pager code:
+//!   a member's pager thread serves requests (docs in `sbma-pager`'s
+//!   `group.rs`).
 //! - Option tokens are all accepted. `osvmm` is honoured (the malloc family
 //!   goes to libc); the others become no-ops because sbma always does the
 //!   sound thing: fills are always atomic (`ghost`), reads load one page and
@@ -158,8 +165,9 @@ fn parse_opts(text: &str) -> Option<c_int> {
 
 /// Starts the process-wide instance: backing file in `fstem` (a directory;
 /// NULL: `$TMPDIR`), SBMA pages of `page_size` bytes, a budget of `max_mem`
-/// *system* pages, option bits `opts` (from `SBMA_parse_optstr`). `uniq`
-/// and `n_procs` are accepted for compatibility (see the module doc).
+/// *system* pages, option bits `opts` (from `SBMA_parse_optstr`). With
+/// `n_procs > 1`, processes with the same `uniq` share the budget (see the
+/// module doc).
 /// Returns 0, or -1 with `errno` set (`EINVAL` bad settings, `EEXIST`
 /// already started, `ENOMEM`/`EIO` otherwise) and `sbma_last_error`.
 ///
@@ -174,7 +182,6 @@ pub unsafe extern "C" fn SBMA_init(
     max_mem: usize,
     opts: c_int,
 ) -> c_int {
-    let _ = (uniq, n_procs);
     boundary(-1, || {
         let _l = LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
         if !GLOBAL.load(Ordering::Acquire).is_null() {
@@ -190,6 +197,9 @@ pub unsafe extern "C" fn SBMA_init(
             return fail(sbma_result::SBMA_INVALID_CONFIG, libc::EINVAL);
         };
         let mut b = Pager::builder().budget(budget).page_size(page_size);
+        if n_procs > 1 {
+            b = b.group(format!("uniq-{uniq}"));
+        }
         // The original API has no backend argument: SBMA_BACKEND chooses.
         if let Ok(v) = std::env::var("SBMA_BACKEND") {
             match v.parse() {
@@ -444,17 +454,32 @@ pub extern "C" fn SBMA_mallopt(param: c_int, value: c_int) -> c_int {
     0
 }
 
-/// Marks this process as blocked (a preferred eviction victim for its
-/// peers). A no-op returning 0 until processes share a budget (issue 7).
+/// Marks this process as blocked: in a shared budget, blocked members give
+/// memory back to their peers first. Returns 0 (also without a group or an
+/// instance, where it changes nothing).
 #[unsafe(no_mangle)]
 pub extern "C" fn SBMA_sigon() -> c_int {
+    set_blocked(true);
     0
 }
 
-/// Ends `SBMA_sigon`. A no-op returning 0 (see `SBMA_sigon`).
+/// Ends `SBMA_sigon`: the process runs again. Returns 0.
 #[unsafe(no_mangle)]
 pub extern "C" fn SBMA_sigoff() -> c_int {
+    set_blocked(false);
     0
+}
+
+fn set_blocked(on: bool) {
+    boundary((), || {
+        // SAFETY: the global instance lives until SBMA_destroy, which the
+        // caller does not run concurrently (the original's contract).
+        if let Some(i) = unsafe { GLOBAL.load(Ordering::Acquire).as_ref() } {
+            if let Some(p) = i.alloc.pager() {
+                p.set_blocked(on);
+            }
+        }
+    });
 }
 
 /// Statistics in the original's `struct mallinfo` fields (system pages):

@@ -53,6 +53,14 @@ pub(crate) use workers::mark_pager_thread;
 
 /// The most a read-ahead loads in one I/O.
 pub const READAHEAD_BYTES: usize = 512 << 10;
+/// How long a fault waits in all for group peers to give memory back
+/// before it reports that the budget is full.
+const GROUP_WAIT_NS: u64 = 30_000_000_000;
+/// How many times one charge below the fair share asks the members over
+/// theirs before it evicts its own pages instead.
+const GROUP_FAIR_ASKS: u32 = 3;
+/// How long one wait for a peer's release lasts before asking again.
+const GROUP_POLL_NS: u64 = 20_000_000;
 /// The most pages [`Arena::clear`] releases with one set of syscalls.
 const CLEAR_RUN: usize = 1024;
 /// The most the prefetcher reads in one I/O (see `workers`).
@@ -119,6 +127,8 @@ pub(crate) struct ArenaConfig {
     pub store: OwnedFd,
     /// Why `Auto` fell back to the signal backend.
     pub backend_note: Option<&'static str>,
+    /// The group whose budget `budget` is, if any.
+    pub group: Option<Arc<crate::group::Group>>,
     pub memory: MemoryChoice,
     pub reclaim_batch: usize,
 }
@@ -140,6 +150,7 @@ pub struct Arena {
     store: OwnedFd,
     memory: Box<dyn Memory>,
     backend_note: Option<&'static str>,
+    pub(crate) group: Option<Arc<crate::group::Group>>,
     /// Buffers fills read into (when the backend uses them).
     staging: Option<Staging>,
     budget: Arc<dyn Budget + Send + Sync>,
@@ -209,6 +220,7 @@ impl Arena {
             store: cfg.store,
             memory,
             backend_note: cfg.backend_note,
+            group: cfg.group,
             staging,
             budget: cfg.budget,
             policy: spin::Mutex::new(cfg.policy),
@@ -322,6 +334,10 @@ impl Arena {
         s.budget = self.budget.limit() as u64;
         s.backend = self.backend();
         s.backend_note = self.backend_note;
+        if let Some(g) = &self.group {
+            s.group_resident = s.resident;
+            s.resident = g.charged() as u64;
+        }
         s
     }
 
@@ -701,9 +717,27 @@ impl Arena {
     }
 
     fn charge(&self, bytes: usize) -> Result<(), FaultError> {
+        let mut group_deadline = None;
+        let mut fair_asks = 0;
         loop {
             if self.budget.try_charge(bytes).is_ok() {
                 return Ok(());
+            }
+            // In a group, a member below its fair share gets memory back
+            // from the members over theirs (blocked ones first) before it
+            // evicts its own: else a late starter would cycle through a
+            // page or two while the others keep the budget.
+            if let Some(g) = &self.group {
+                if fair_asks < GROUP_FAIR_ASKS && g.below_fair_share() {
+                    fair_asks += 1;
+                    let seen = g.generation();
+                    let want = bytes.max(self.reclaim_batch << self.page.shift());
+                    if g.ask_over_share(want) {
+                        Counters::add(&self.counters.peer_requests, 1);
+                        g.wait_for_release(seen, GROUP_POLL_NS);
+                        continue;
+                    }
+                }
             }
             let mut victims = self.reclaim.lock().map_err(|_| FaultError::Reentered)?;
             let short = match self.budget.try_charge(bytes) {
@@ -720,10 +754,25 @@ impl Arena {
                 .map_err(FaultError::Write)?;
             drop(victims);
             if freed == 0 {
-                // Nothing could be evicted. Pages other threads are loading
-                // (charged, not yet admitted) or upgrading become evictable
-                // when they finish: wait for them. With none in flight, the
-                // budget is full of pinned pages.
+                // Nothing of ours could be evicted. In a group, peers hold
+                // the budget: ask those over their share to give some back
+                // and wait (bounded) for a release.
+                if let Some(g) = &self.group {
+                    let seen = g.generation();
+                    if g.ask_peers(short.deficit().max(self.page.bytes())) {
+                        Counters::add(&self.counters.peer_requests, 1);
+                        let now = sys::now_ns();
+                        let deadline = *group_deadline.get_or_insert(now + GROUP_WAIT_NS);
+                        if now < deadline {
+                            g.wait_for_release(seen, GROUP_POLL_NS);
+                            continue;
+                        }
+                    }
+                }
+                // Pages other threads are loading (charged, not yet
+                // admitted) or upgrading become evictable when they
+                // finish: wait for them. With none in flight, the budget
+                // is full of pinned pages.
                 if self.loading.load(Ordering::Acquire) == 0 && !self.any_busy() {
                     return Err(FaultError::NoEvictablePages);
                 }
@@ -746,6 +795,19 @@ impl Arena {
             policy.select(want, &mut |p| table.state(p).is_evictable(), victims);
         }
         self.evict_pages(victims)
+    }
+
+    /// Serves a group peer's request: evicts about `bytes` of this
+    /// arena's pages (policy-chosen, as for a fault). Returns the pages
+    /// dropped.
+    pub(crate) fn give_back(&self, bytes: usize) -> usize {
+        let Ok(mut victims) = self.reclaim.lock() else {
+            return 0;
+        };
+        let want = PageCount(bytes.div_ceil(self.page.bytes()).max(1));
+        let n = self.evict_selected(&mut victims, want).unwrap_or(0);
+        Counters::add(&self.counters.pages_given_to_peers, n as u64);
+        n
     }
 
     fn any_busy(&self) -> bool {

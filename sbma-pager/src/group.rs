@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 /// Members a group can have at once.
 pub const MAX_MEMBERS: usize = 64;
 /// "sbmagrp1": the segment is initialised (and its layout version).
-const MAGIC: u64 = u64::from_le_bytes(*b"sbmagrp1");
+const MAGIC: u64 = u64::from_le_bytes(*b"sbmagrp2");
 /// How long a joiner waits for a segment being created.
 const INIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -52,7 +52,10 @@ struct Slot {
     start: AtomicU64,
     charged: AtomicU64,
     blocked: AtomicU32,
+    /// Rung (incremented, futex-woken) when peers want memory back.
     bell: AtomicU32,
+    /// Bytes peers asked this member to give back.
+    want: AtomicU64,
 }
 
 #[repr(C)]
@@ -173,6 +176,7 @@ impl Group {
             let sl = &s.slots[slot];
             sl.charged.store(0, Ordering::Relaxed);
             sl.blocked.store(0, Ordering::Relaxed);
+            sl.want.store(0, Ordering::Relaxed);
             sl.start.store(start, Ordering::Relaxed);
             sl.pid.store(me, Ordering::Release);
             s.members.fetch_add(1, Ordering::AcqRel);
@@ -230,6 +234,130 @@ impl Group {
             .collect()
     }
 
+    /// Asks peers to give back `bytes` (this member has nothing left to
+    /// evict): members that declared themselves blocked first, then those
+    /// holding more than a fair share (the limit over the live members),
+    /// largest first; if none does, the largest holder, so the request
+    /// always reaches someone who can make progress possible. Rings each
+    /// asked member's doorbell. Returns whether anyone was asked.
+    ///
+    /// Async-signal-safe apart from reaping (which reads `/proc`): atomics
+    /// and `futex` only.
+    pub fn ask_peers(&self, bytes: usize) -> bool {
+        self.ask(bytes, true)
+    }
+
+    /// Whether this member holds less than a fair share (the limit over
+    /// the live members) while somebody else holds more: it should get
+    /// memory back from them rather than evict its own.
+    pub fn below_fair_share(&self) -> bool {
+        let s = self.seg();
+        let members = s.members.load(Ordering::Acquire).max(1) as u64;
+        let fair = s.limit.load(Ordering::Relaxed) / members;
+        let mine = s.slots[self.slot].charged.load(Ordering::Acquire);
+        mine < fair
+            && s.slots.iter().enumerate().any(|(i, sl)| {
+                i != self.slot
+                    && sl.pid.load(Ordering::Acquire) != 0
+                    && (sl.charged.load(Ordering::Acquire) > fair
+                        || (sl.blocked.load(Ordering::Acquire) != 0
+                            && sl.charged.load(Ordering::Acquire) > 0))
+            })
+    }
+
+    /// Asks blocked members and members over their fair share to give
+    /// back `bytes` (never the largest holder as a last resort): for a
+    /// member below its share. Returns whether anyone was asked.
+    pub fn ask_over_share(&self, bytes: usize) -> bool {
+        self.ask(bytes, false)
+    }
+
+    fn ask(&self, bytes: usize, last_resort: bool) -> bool {
+        let s = self.seg();
+        let members = s.members.load(Ordering::Acquire).max(1) as u64;
+        let fair = s.limit.load(Ordering::Relaxed) / members;
+        let mut need = bytes as u64;
+        let mut asked = false;
+        let peers = || {
+            s.slots.iter().enumerate().filter(|&(i, sl)| {
+                i != self.slot
+                    && sl.pid.load(Ordering::Acquire) != 0
+                    && sl.charged.load(Ordering::Acquire) > 0
+            })
+        };
+        // Blocked members give everything asked; running ones their excess.
+        for blocked in [true, false] {
+            while need > 0 {
+                let best = peers()
+                    .filter(|(_, sl)| (sl.blocked.load(Ordering::Acquire) != 0) == blocked)
+                    .map(|(i, sl)| {
+                        let c = sl.charged.load(Ordering::Acquire);
+                        let already = sl.want.load(Ordering::Acquire);
+                        let spare = if blocked { c } else { c.saturating_sub(fair) };
+                        (i, spare.saturating_sub(already))
+                    })
+                    .filter(|&(_, spare)| spare > 0)
+                    .max_by_key(|&(_, spare)| spare);
+                let Some((i, spare)) = best else { break };
+                let ask = spare.min(need);
+                self.ring(i, ask);
+                need -= ask;
+                asked = true;
+            }
+        }
+        if !asked && last_resort {
+            if let Some((i, _)) = peers().max_by_key(|(_, sl)| sl.charged.load(Ordering::Acquire)) {
+                self.ring(i, bytes as u64);
+                asked = true;
+            }
+        }
+        asked
+    }
+
+    fn ring(&self, slot: usize, bytes: u64) {
+        let sl = &self.seg().slots[slot];
+        sl.want.fetch_add(bytes, Ordering::AcqRel);
+        sl.bell.fetch_add(1, Ordering::AcqRel);
+        crate::sys::futex_wake_shared(&sl.bell);
+    }
+
+    /// The group's release generation (changes whenever a member gave
+    /// memory back on request).
+    pub fn generation(&self) -> u32 {
+        self.seg().generation.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until a member gives memory back (the generation moves past
+    /// `seen`) or `timeout_ns` passes. Async-signal-safe.
+    pub fn wait_for_release(&self, seen: u32, timeout_ns: u64) {
+        crate::sys::futex_wait_shared(&self.seg().generation, seen, timeout_ns);
+    }
+
+    /// For the member's serving thread: sleeps until its doorbell rings (or
+    /// `timeout_ns` passes) and takes the bytes peers asked for.
+    pub fn take_request(&self, timeout_ns: u64) -> usize {
+        let sl = &self.seg().slots[self.slot];
+        let seen = sl.bell.load(Ordering::Acquire);
+        if sl.want.load(Ordering::Acquire) == 0 {
+            crate::sys::futex_wait_shared(&sl.bell, seen, timeout_ns);
+        }
+        sl.want.swap(0, Ordering::AcqRel) as usize
+    }
+
+    /// Rings this member's own doorbell (to stop its serving thread).
+    pub fn wake_self(&self) {
+        let sl = &self.seg().slots[self.slot];
+        sl.bell.fetch_add(1, Ordering::AcqRel);
+        crate::sys::futex_wake_shared(&sl.bell);
+    }
+
+    /// Tells waiting members that memory was given back.
+    pub fn released(&self) {
+        let s = self.seg();
+        s.generation.fetch_add(1, Ordering::AcqRel);
+        crate::sys::futex_wake_shared(&s.generation);
+    }
+
     /// Gives the charge of members that died back to the group; returns
     /// how many were reaped.
     pub fn reap(&self) -> usize {
@@ -237,6 +365,9 @@ impl Group {
         lock(s, self.pid);
         let n = reap_locked(s, self.pid);
         unlock(s, self.pid);
+        if n > 0 {
+            self.released();
+        }
         n
     }
 }
@@ -315,6 +446,10 @@ impl Drop for Group {
             let _ = rustix::shm::unlink(segment_name(&self.name).as_str());
         }
         unlock(s, self.pid);
+        if !last && charged > 0 {
+            s.generation.fetch_add(1, Ordering::AcqRel);
+            crate::sys::futex_wake_shared(&s.generation);
+        }
         unmap(self.seg);
     }
 }

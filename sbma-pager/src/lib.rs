@@ -77,7 +77,7 @@ pub use stats::Stats;
 use arena::{Arena, ArenaConfig, MemoryChoice, Workers};
 use region::FreeRanges;
 use sbma_core::{LocalBudget, PageCount, PageIndex, PageRange, PageSize};
-use service::Service;
+use service::{PeerService, Service};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -103,6 +103,7 @@ pub struct PagerBuilder {
     max_size: Option<usize>,
     fill: Option<FillMethod>,
     backend: Backend,
+    group: Option<String>,
     reclaim_batch: Option<usize>,
     direct_io: bool,
     background_io: bool,
@@ -118,6 +119,7 @@ impl Default for PagerBuilder {
             max_size: None,
             fill: None,
             backend: Backend::Auto,
+            group: None,
             reclaim_batch: None,
             direct_io: true,
             background_io: true,
@@ -169,6 +171,15 @@ impl PagerBuilder {
     /// [`Stats::backend_note`]).
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
+        self
+    }
+
+    /// Shares the budget with every process whose pager joins the same
+    /// group (`SBMA_GROUP`): the budget then bounds them all together, and
+    /// a process that runs out asks the members over their share to give
+    /// memory back ([`Group`]). Every member must give the same budget.
+    pub fn group(mut self, name: impl Into<String>) -> Self {
+        self.group = Some(name.into());
         self
     }
 
@@ -241,6 +252,9 @@ impl PagerBuilder {
                     reason: e.to_string(),
                 })?;
         }
+        if let Some(v) = var("SBMA_GROUP") {
+            b.group = Some(v);
+        }
         if let Some(v) = var("SBMA_BACKEND") {
             b.backend = v.parse().map_err(|reason| Error::Config {
                 name: "SBMA_BACKEND",
@@ -312,11 +326,20 @@ impl PagerBuilder {
                 ),
             },
         };
+        let group = match &self.group {
+            Some(name) => Some(Arc::new(Group::join(name, self.budget)?)),
+            None => None,
+        };
+        let budget: Arc<dyn sbma_core::Budget + Send + Sync> = match &group {
+            Some(g) => g.clone(),
+            None => Arc::new(LocalBudget::new(self.budget)),
+        };
         let arena = Arc::new(Arena::new(ArenaConfig {
             page,
             pages,
             policy: self.policy.build(pages),
-            budget: Arc::new(LocalBudget::new(self.budget)),
+            budget,
+            group,
             store,
             memory,
             backend_note,
@@ -349,11 +372,30 @@ impl PagerBuilder {
         } else {
             None
         };
+        let peers = if arena.group.is_some() {
+            match PeerService::start(&arena) {
+                Ok(p) => Some(p),
+                Err(source) => {
+                    if let Some(s) = service {
+                        s.stop(&arena);
+                    }
+                    registry::unpublish(slot);
+                    signals::release();
+                    return Err(Error::Map {
+                        op: "starting the group service thread",
+                        source,
+                    });
+                }
+            }
+        } else {
+            None
+        };
         let workers = self.background_io.then(|| Workers::start(&arena));
         Ok(Pager {
             inner: Arc::new(Inner {
                 workers,
                 service,
+                peers,
                 arena,
                 slot,
                 free: Mutex::new(FreeRanges::new(pages)),
@@ -401,6 +443,7 @@ struct Inner {
     arena: Arc<Arena>,
     workers: Option<Workers>,
     service: Option<Service>,
+    peers: Option<PeerService>,
     slot: usize,
     free: Mutex<FreeRanges>,
 }
@@ -409,6 +452,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(w) = self.workers.take() {
             w.stop(&self.arena);
+        }
+        if let Some(p) = self.peers.take() {
+            p.stop(&self.arena);
         }
         if let Some(s) = self.service.take() {
             s.stop(&self.arena);
@@ -627,6 +673,29 @@ impl Pager {
         self.pages(addr, 1).is_ok()
     }
 
+    /// Declares this process blocked (`true`, e.g. waiting in MPI) or
+    /// running again: in a group, blocked members give memory back first
+    /// (SBMA's `sigon`/`sigoff`). No effect outside a group. See also
+    /// [`blocked`](Self::blocked).
+    pub fn set_blocked(&self, on: bool) {
+        if let Some(g) = &self.arena().group {
+            g.set_blocked(on);
+        }
+    }
+
+    /// Declares this process blocked until the guard drops.
+    pub fn blocked(&self) -> BlockedGuard {
+        self.set_blocked(true);
+        BlockedGuard {
+            pager: self.clone(),
+        }
+    }
+
+    /// The group this pager shares its budget with, if any.
+    pub fn group(&self) -> Option<&Group> {
+        self.arena().group.as_deref()
+    }
+
     /// Statistics: faults, I/O, evictions, resident/dirty/peak bytes.
     pub fn stats(&self) -> Stats {
         self.arena().stats()
@@ -656,6 +725,18 @@ impl Pager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .give(range);
+    }
+}
+
+/// The process is declared blocked while this lives ([`Pager::blocked`]).
+#[must_use = "the process counts as running again when the guard drops"]
+pub struct BlockedGuard {
+    pager: Pager,
+}
+
+impl Drop for BlockedGuard {
+    fn drop(&mut self) {
+        self.pager.set_blocked(false);
     }
 }
 

@@ -178,3 +178,57 @@ fn outside_regions(addr: usize, tid: i32) {
         libc::syscall(libc::SYS_tgkill, sys::process_id(), tid, libc::SIGSEGV);
     }
 }
+
+/// The thread that serves group peers' requests for memory: it sleeps on
+/// this member's doorbell in the group segment, evicts what it is asked
+/// for (as a fault would, under the eviction lock, at a safe point: never
+/// inside another thread's pager code), and tells the group.
+pub(crate) struct PeerService {
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<core::sync::atomic::AtomicBool>,
+}
+
+impl PeerService {
+    /// Starts the thread.
+    ///
+    /// # Errors
+    /// The spawn's error: without it, peers could wait on this member in vain.
+    pub(crate) fn start(arena: &Arc<Arena>) -> Result<PeerService, Errno> {
+        let stop = Arc::new(core::sync::atomic::AtomicBool::new(false));
+        let (a, st) = (arena.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("sbma-group".into())
+            .spawn(move || {
+                crate::arena::mark_pager_thread();
+                let Some(g) = a.group.clone() else { return };
+                while !st.load(core::sync::atomic::Ordering::Acquire) {
+                    let want = g.take_request(100_000_000);
+                    if want > 0 {
+                        a.give_back(want);
+                        g.released();
+                    }
+                }
+            })
+            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::AGAIN))?;
+        Ok(PeerService {
+            thread: Some(thread),
+            stop,
+        })
+    }
+
+    /// Stops and joins the thread (not in a forked child, where it does not
+    /// exist).
+    pub(crate) fn stop(mut self, arena: &Arena) {
+        self.stop.store(true, core::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            if arena.forked() {
+                core::mem::forget(t);
+                return;
+            }
+            if let Some(g) = &arena.group {
+                g.wake_self();
+            }
+            let _ = t.join();
+        }
+    }
+}

@@ -37,8 +37,15 @@ pub struct Stats {
     pub read_ns: u64,
     /// Nanoseconds spent in backing-file writes.
     pub write_ns: u64,
-    /// Bytes charged to the budget now.
+    /// Bytes charged to the budget now (by this process, in a group).
     pub resident: u64,
+    /// In a group: bytes charged by all its members now.
+    pub group_resident: u64,
+    /// In a group: times a fault found nothing of its own to evict and
+    /// asked peers to give memory back.
+    pub peer_requests: u64,
+    /// In a group: pages evicted because peers asked.
+    pub pages_given_to_peers: u64,
     /// Dirty bytes now.
     pub dirty: u64,
     /// Highest number of bytes charged at once.
@@ -65,6 +72,8 @@ pub(crate) struct Counters {
     pub pages_evicted_ahead: AtomicU64,
     pub pages_prefetched: AtomicU64,
     pub pages_zeroed_ahead: AtomicU64,
+    pub peer_requests: AtomicU64,
+    pub pages_given_to_peers: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub read_ns: AtomicU64,
@@ -91,6 +100,8 @@ impl Counters {
             pages_evicted_ahead: g(&self.pages_evicted_ahead),
             pages_prefetched: g(&self.pages_prefetched),
             pages_zeroed_ahead: g(&self.pages_zeroed_ahead),
+            peer_requests: g(&self.peer_requests),
+            pages_given_to_peers: g(&self.pages_given_to_peers),
             bytes_read: g(&self.bytes_read),
             bytes_written: g(&self.bytes_written),
             read_ns: g(&self.read_ns),

@@ -306,6 +306,22 @@ pub fn futex_wait(word: &AtomicU32, expected: u32) {
     let _ = futex::wait(word, futex::Flags::PRIVATE, expected, None);
 }
 
+/// Sleeps while `word` (in memory shared between processes) holds
+/// `expected`, at most `timeout_ns`: `futex(FUTEX_WAIT)` (not private).
+pub fn futex_wait_shared(word: &AtomicU32, expected: u32, timeout_ns: u64) {
+    let t = rustix::fs::Timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as i64,
+        tv_nsec: (timeout_ns % 1_000_000_000) as i64,
+    };
+    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&t));
+}
+
+/// Wakes every thread of any process sleeping on the shared `word`:
+/// `futex(FUTEX_WAKE)` (not private).
+pub fn futex_wake_shared(word: &AtomicU32) {
+    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+}
+
 /// Wakes up to `n` threads sleeping on `word`: `futex(FUTEX_WAKE_PRIVATE)`.
 pub fn futex_wake(word: &AtomicU32, n: u32) {
     let _ = futex::wake(word, futex::Flags::PRIVATE, n);
