@@ -19,8 +19,10 @@
 //!   share at the next admission, not never.
 //! - **Removal.** The last member to leave marks the segment removed and
 //!   unlinks it; a joiner that opened it just before sees the mark and starts
-//!   over with a fresh one. Nothing is left in `/dev/shm` once every member
-//!   has left or been reaped by a leaving member.
+//!   over with a fresh one. When the last member was killed, nobody is left
+//!   to do it: every join also collects the segments of other groups whose
+//!   members are all dead. Nothing is left in `/dev/shm` once every member
+//!   has left, or been killed and any group started since.
 //! - **The membership lock** (held only to change slots, never while
 //!   waiting for memory) stores its holder's pid: a waiter that finds the
 //!   holder dead takes it over, so a member killed inside it cannot wedge
@@ -137,6 +139,7 @@ impl Group {
         }
         let shm = segment_name(name);
         let me = crate::sys::process_id();
+        collect_abandoned(name, me);
         let start = start_time(me).unwrap_or(0);
         let deadline = Instant::now() + INIT_WAIT;
         loop {
@@ -451,6 +454,48 @@ impl Drop for Group {
             crate::sys::futex_wake_shared(&s.generation);
         }
         unmap(self.seg);
+    }
+}
+
+/// Removes the segments of other groups whose members are all dead (the
+/// last member of a group was killed, so nobody unlinked it). Segments
+/// being created, of live groups, or not ours to open are left alone.
+fn collect_abandoned(except: &str, me: i32) {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let file = entry.file_name();
+        let Some(group) = file.to_str().and_then(|f| f.strip_prefix("sbma-group-")) else {
+            continue;
+        };
+        if group == except {
+            continue;
+        }
+        let shm = segment_name(group);
+        let Ok(fd) = rustix::shm::open(
+            shm.as_str(),
+            rustix::shm::OFlags::RDWR,
+            rustix::fs::Mode::empty(),
+        ) else {
+            continue;
+        };
+        if rustix::fs::fstat(&fd).map_or(true, |st| st.st_size as usize != SIZE) {
+            continue;
+        }
+        let Ok(seg) = map(fd.as_fd()) else { continue };
+        // SAFETY: a mapping of SIZE bytes; only atomics are used.
+        let s = unsafe { &*seg };
+        if s.magic.load(Ordering::Acquire) == MAGIC {
+            lock(s, me);
+            reap_locked(s, me);
+            if s.removed.load(Ordering::Acquire) == 0 && s.members.load(Ordering::Acquire) == 0 {
+                s.removed.store(1, Ordering::Release);
+                let _ = rustix::shm::unlink(shm.as_str());
+            }
+            unlock(s, me);
+        }
+        unmap(seg);
     }
 }
 

@@ -31,7 +31,11 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests: [(&str, fn()); 7] = [
+    let tests: [(&str, fn()); 8] = [
+        (
+            "a_group_whose_members_all_died_is_collected",
+            a_group_whose_members_all_died_is_collected,
+        ),
         (
             "idle_holders_give_memory_back_blocked_ones_first",
             idle_holders_give_memory_back_blocked_ones_first,
@@ -548,4 +552,20 @@ fn idle_holders_give_memory_back_blocked_ones_first() {
     drop(region);
     drop(pager);
     assert!(!shm_path(&group).exists(), "segment left behind");
+}
+
+fn a_group_whose_members_all_died_is_collected() {
+    // The only member is killed: nobody unlinks the segment...
+    let dead = unique("alldead");
+    let mut m = spawn_member(&dead, 4 * MIB);
+    assert_eq!(wait_ready(&mut m), 4 * MIB);
+    m.kill().unwrap();
+    m.wait().unwrap();
+    assert!(shm_path(&dead).exists());
+    // ...until any group starts: it collects the abandoned one.
+    let other = unique("collector");
+    let g = Group::join(&other, LIMIT).unwrap();
+    assert!(!shm_path(&dead).exists(), "abandoned segment not collected");
+    drop(g);
+    assert!(!shm_path(&other).exists());
 }
