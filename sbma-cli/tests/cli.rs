@@ -194,3 +194,39 @@ fn run_puts_a_program_heap_on_disk_and_reports_it() {
     assert_eq!(code, 0);
     assert!(err.lines().any(|l| l.starts_with("{\"backend\":")), "{err}");
 }
+
+/// Two programs run with the same `--group` share one budget: together they
+/// need twice it, both finish with the right output, and their statistics
+/// name the group.
+#[test]
+fn run_group_shares_one_budget() {
+    let python = "/usr/bin/python3";
+    if !std::path::Path::new(python).exists() {
+        println!("skipped: {python} is not installed (.ci/run installs it)");
+        return;
+    }
+    let group = format!("cli-{}", std::process::id());
+    let script = "x = [bytes([i % 256]) * 1000 for i in range(20000)]; print(sum(b[0] for b in x))";
+    let expected = (0..20000u64).map(|i| i % 256).sum::<u64>().to_string();
+    let cmd = format!("{python} -c '{script}' & {python} -c '{script}'; wait");
+    let (code, out, err) = sbma(&[
+        "run", "--budget", "16M", "--group", &group, "--stats", "--", "/bin/sh", "-c", &cmd,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, [expected.as_str(), expected.as_str()], "{err}");
+    let group_lines = err
+        .lines()
+        .filter(|l| l.starts_with(&format!("sbma: group {group}: ")))
+        .count();
+    assert!(group_lines >= 2, "each python reports the group: {err}");
+    // The shell is a member too (the shim starts in every process) and ends
+    // with _exit, after the pythons left: no exit handler removes the
+    // segment. The next group started on the machine collects it.
+    let collector = sbma_pager::Group::join(&format!("{group}-collector"), 1 << 20).unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/dev/shm/sbma-group-{group}")).exists(),
+        "segment left behind after the next group started"
+    );
+    drop(collector);
+}

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 /// Members a group can have at once.
 pub const MAX_MEMBERS: usize = 64;
 /// "sbmagrp1": the segment is initialised (and its layout version).
-const MAGIC: u64 = u64::from_le_bytes(*b"sbmagrp2");
+const MAGIC: u64 = u64::from_le_bytes(*b"sbmagrp3");
 /// How long a joiner waits for a segment being created.
 const INIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -58,6 +58,9 @@ struct Slot {
     bell: AtomicU32,
     /// Bytes peers asked this member to give back.
     want: AtomicU64,
+    /// The process image that joined (see [`image`]): after `exec` the pid
+    /// and start time stay, but the old image's slots are stale.
+    image: AtomicU64,
 }
 
 #[repr(C)]
@@ -93,6 +96,9 @@ pub struct Group {
     name: String,
     slot: usize,
     pid: i32,
+    /// Set once this member has left (at drop, or in the exit handler):
+    /// charges are no longer counted.
+    left: std::sync::Arc<core::sync::atomic::AtomicBool>,
 }
 
 // SAFETY: the segment is only accessed through atomics.
@@ -180,15 +186,19 @@ impl Group {
             sl.charged.store(0, Ordering::Relaxed);
             sl.blocked.store(0, Ordering::Relaxed);
             sl.want.store(0, Ordering::Relaxed);
+            sl.image.store(image(), Ordering::Relaxed);
             sl.start.store(start, Ordering::Relaxed);
             sl.pid.store(me, Ordering::Release);
             s.members.fetch_add(1, Ordering::AcqRel);
             unlock(s, me);
+            let left = std::sync::Arc::new(core::sync::atomic::AtomicBool::new(false));
+            at_exit::register(seg, name, slot, me, left.clone());
             return Ok(Group {
                 seg,
                 name: name.to_owned(),
                 slot,
                 pid: me,
+                left,
             });
         }
     }
@@ -377,6 +387,9 @@ impl Group {
 
 impl Budget for Group {
     fn try_charge(&self, bytes: usize) -> Result<(), Shortfall> {
+        if self.left.load(Ordering::Acquire) {
+            return Ok(()); // exiting: no longer counted
+        }
         let s = self.seg();
         let limit = s.limit.load(Ordering::Relaxed);
         let mut reaped = false;
@@ -415,6 +428,9 @@ impl Budget for Group {
     }
 
     fn uncharge(&self, bytes: usize) {
+        if self.left.load(Ordering::Acquire) {
+            return;
+        }
         let s = self.seg();
         s.slots[self.slot]
             .charged
@@ -433,27 +449,45 @@ impl Budget for Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        // A forked child is not the member.
-        if crate::sys::process_id() != self.pid {
-            return;
-        }
-        let s = self.seg();
-        lock(s, self.pid);
-        let sl = &s.slots[self.slot];
-        let charged = sl.charged.swap(0, Ordering::AcqRel);
-        s.resident.fetch_sub(charged, Ordering::AcqRel);
-        sl.pid.store(0, Ordering::Release);
-        let last = s.members.fetch_sub(1, Ordering::AcqRel) == 1;
-        if last {
-            s.removed.store(1, Ordering::Release);
-            let _ = rustix::shm::unlink(segment_name(&self.name).as_str());
-        }
-        unlock(s, self.pid);
-        if !last && charged > 0 {
-            s.generation.fetch_add(1, Ordering::AcqRel);
-            crate::sys::futex_wake_shared(&s.generation);
-        }
+        at_exit::forget(self.seg);
+        leave(self.seg, &self.name, self.slot, self.pid, &self.left);
         unmap(self.seg);
+    }
+}
+
+/// Gives this member's slot and charge back; the last member marks the
+/// segment removed and unlinks it. Once only (`left`), and only in the
+/// process that joined (not in a forked child).
+fn leave(
+    seg: *mut Segment,
+    name: &str,
+    slot: usize,
+    pid: i32,
+    left: &core::sync::atomic::AtomicBool,
+) {
+    if crate::sys::process_id() != pid || left.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: still mapped (callers unmap only after this).
+    let s = unsafe { &*seg };
+    lock(s, pid);
+    let sl = &s.slots[slot];
+    let charged = sl.charged.swap(0, Ordering::AcqRel);
+    s.resident.fetch_sub(charged, Ordering::AcqRel);
+    sl.pid.store(0, Ordering::Release);
+    s.members.fetch_sub(1, Ordering::AcqRel);
+    // Members that ended without leaving (killed, or `_exit` without exit
+    // handlers) go too, so the last live member removes the segment.
+    reap_locked(s, pid);
+    let last = s.members.load(Ordering::Acquire) == 0;
+    if last {
+        s.removed.store(1, Ordering::Release);
+        let _ = rustix::shm::unlink(segment_name(name).as_str());
+    }
+    unlock(s, pid);
+    if !last && charged > 0 {
+        s.generation.fetch_add(1, Ordering::AcqRel);
+        crate::sys::futex_wake_shared(&s.generation);
     }
 }
 
@@ -626,10 +660,17 @@ fn reap_locked(s: &Segment, me: i32) -> usize {
     let mut n = 0;
     for sl in &s.slots {
         let pid = sl.pid.load(Ordering::Acquire);
-        if pid == 0 || pid == me {
+        if pid == 0 {
             continue;
         }
-        if !alive(pid, Some(sl.start.load(Ordering::Acquire))) {
+        // A slot of this pid from an image that has since exec'd is
+        // stale (exec runs no exit handler); this image's slots are live.
+        let dead = if pid == me {
+            sl.image.load(Ordering::Acquire) != image()
+        } else {
+            !alive(pid, Some(sl.start.load(Ordering::Acquire)))
+        };
+        if dead {
             let charged = sl.charged.swap(0, Ordering::AcqRel);
             s.resident.fetch_sub(charged, Ordering::AcqRel);
             sl.pid.store(0, Ordering::Release);
@@ -638,6 +679,17 @@ fn reap_locked(s: &Segment, me: i32) -> usize {
         }
     }
     n
+}
+
+/// An identifier of this process image, different after every `exec`
+/// (the clock at first use mixed with this static's address, which ASLR
+/// moves), so slots left by an image that exec'd can be told from ours.
+fn image() -> u64 {
+    static IMAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *IMAGE.get_or_init(|| {
+        let here = &IMAGE as *const _ as u64;
+        (crate::sys::now_ns() ^ here.rotate_left(29)).max(1)
+    })
 }
 
 /// Whether process `pid` exists (and, given `start`, is the same process:
@@ -661,4 +713,65 @@ fn start_time(pid: i32) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 2..];
     // `rest` starts at field 3 (state); field 22 is the 20th from there.
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Processes often exit without dropping their pager (a global allocator,
+/// the preload shim): an exit handler leaves every group this process is
+/// still in, so the last one out removes the segment. Nothing is unmapped
+/// (other exit handlers may still free memory; their charges are no longer
+/// counted once the member has left).
+mod at_exit {
+    use super::{Segment, leave};
+    use core::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex, Once};
+
+    struct Joined {
+        seg: usize,
+        name: String,
+        slot: usize,
+        pid: i32,
+        left: Arc<AtomicBool>,
+    }
+
+    static JOINED: Mutex<Vec<Joined>> = Mutex::new(Vec::new());
+
+    pub(super) fn register(
+        seg: *mut Segment,
+        name: &str,
+        slot: usize,
+        pid: i32,
+        left: Arc<AtomicBool>,
+    ) {
+        static ONCE: Once = Once::new();
+        // SAFETY: registering a plain function with atexit.
+        ONCE.call_once(|| unsafe {
+            libc::atexit(leave_all);
+        });
+        JOINED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Joined {
+                seg: seg as usize,
+                name: name.to_owned(),
+                slot,
+                pid,
+                left,
+            });
+    }
+
+    pub(super) fn forget(seg: *mut Segment) {
+        JOINED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|j| j.seg != seg as usize);
+    }
+
+    extern "C" fn leave_all() {
+        let joined = JOINED.lock().unwrap_or_else(|e| e.into_inner());
+        for j in joined.iter() {
+            // `leave` checks the pid: a forked child's copy of the list
+            // does nothing.
+            leave(j.seg as *mut Segment, &j.name, j.slot, j.pid, &j.left);
+        }
+    }
 }
