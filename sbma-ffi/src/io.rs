@@ -98,9 +98,7 @@ fn owner_of<R>(p: *const c_void, f: impl FnOnce(&SbmaAlloc) -> R) -> Option<R> {
 fn chunk_of(a: &SbmaAlloc) -> usize {
     a.pager()
         .filter(|p| p.backend() != Backend::Uffd)
-        .map_or(usize::MAX, |p| {
-            (p.stats().budget as usize / 4).max(p.page_size())
-        })
+        .map_or(usize::MAX, |p| (p.budget() / 4).max(p.page_size()))
 }
 
 /// Pins `[p, p + len)` for the kernel if it is managed memory: `Some(None)`

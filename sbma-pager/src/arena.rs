@@ -292,6 +292,11 @@ impl Arena {
         self.page
     }
 
+    /// The budget's limit in bytes.
+    pub(crate) fn budget_limit(&self) -> usize {
+        self.budget.limit()
+    }
+
     /// The fault backend in use.
     pub fn backend(&self) -> Backend {
         self.memory.backend()

@@ -494,6 +494,12 @@ impl Pager {
         self.arena().page_size().bytes()
     }
 
+    /// The budget in bytes (the group's, for a group member), without
+    /// taking a statistics snapshot.
+    pub fn budget(&self) -> usize {
+        self.arena().budget_limit()
+    }
+
     /// The fault backend in use (never [`Backend::Auto`]).
     pub fn backend(&self) -> Backend {
         self.arena().backend()

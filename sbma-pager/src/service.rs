@@ -159,6 +159,20 @@ fn serve(arena: &Arena, stop: &OwnedFd, spin: u64) {
 /// A fault on a page of no live region: tell, and deliver `SIGSEGV` to
 /// the thread (it dies, or its handler runs and the access faults again).
 fn outside_regions(addr: usize, tid: i32) {
+    // The thread's own SIGSEGV handler may return and retry the access
+    // once before the default action kills it: say it once.
+    static LAST: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    let key = (addr as u64) ^ (u64::from(tid as u32) << 48);
+    if LAST.swap(key, core::sync::atomic::Ordering::Relaxed) != key {
+        report_outside(addr, tid);
+    }
+    // SAFETY: tgkill only sends a signal to a thread of this process.
+    unsafe {
+        libc::syscall(libc::SYS_tgkill, sys::process_id(), tid, libc::SIGSEGV);
+    }
+}
+
+fn report_outside(addr: usize, tid: i32) {
     let mut hex = [0u8; 18];
     let mut num = [0u8; 20];
     let parts: [&[u8]; 4] = [
@@ -173,10 +187,6 @@ fn outside_regions(addr: usize, tid: i32) {
         let _ = rustix::io::write(stderr, p);
     }
     let _ = rustix::io::write(stderr, b"\n");
-    // SAFETY: tgkill only sends a signal to a thread of this process.
-    unsafe {
-        libc::syscall(libc::SYS_tgkill, sys::process_id(), tid, libc::SIGSEGV);
-    }
 }
 
 /// The thread that serves group peers' requests for memory: it sleeps on
