@@ -17,18 +17,22 @@
 //! a one-line message and `SIGSEGV` sent to the faulting thread, the
 //! closest a uffd backend can come to the signal backend's real fault.
 //!
-//! Two threads: while one waits for a page another thread is loading or
-//! writing back, or reads one from disk, the other keeps serving the rest.
+//! One thread per arena ([`SERVICE_THREADS`]). A second would keep serving
+//! while the first waits for a page another thread is loading or writing
+//! back, or reads one from disk; it was tried (below) and is not what runs:
+//! the tests and benchmarks of the uffd backend ran with one.
 //!
 //! A thread sleeping in `poll` costs every fault a wake-up of the service
-//! thread on top of the faulting thread's own, so the first service thread
-//! keeps reading the (non-blocking) descriptor for [`SPIN_NS`] after its
-//! last fault before it sleeps; the second always sleeps. Measured with
+//! thread on top of the faulting thread's own, so the service thread keeps
+//! reading the (non-blocking) descriptor for [`SPIN_NS`] after its last
+//! fault before it sleeps (threads beyond the first, if the constant is
+//! raised, always sleep). Measured with
 //! `sbma demo --backend uffd --size 512M --budget 128M` (3 runs each,
-//! sequential write / random read-modify-write / verify, MiB/s): no spin
-//! 227 / 209 / 360, the first spinning 100 us 370 / 177 / 350, both
-//! spinning 351 / 179 / 347, one thread spinning 331 / 206 / 339. The spin
-//! stops 100 us after the last fault, so an idle program burns nothing.
+//! sequential write / random read-modify-write / verify, MiB/s): one
+//! thread spinning 100 us 331 / 206 / 339 (what runs); two threads, no
+//! spin 227 / 209 / 360; two, the first spinning 370 / 177 / 350; two, both
+//! spinning 351 / 179 / 347. The spin stops 100 us after the last fault,
+//! so an idle program burns nothing.
 #![allow(unsafe_code, reason = "signalling the faulting thread")]
 
 use crate::arena::Arena;
@@ -43,7 +47,7 @@ use std::thread::JoinHandle;
 /// Service threads per uffd arena.
 pub const SERVICE_THREADS: usize = 1;
 /// How long the first service thread keeps reading the descriptor without
-/// sleeping after its last fault (the second always sleeps in `poll`).
+/// sleeping after its last fault (any further one sleeps in `poll`).
 const SPIN_NS: u64 = 100_000;
 
 /// The running service threads of one arena.
