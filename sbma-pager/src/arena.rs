@@ -735,11 +735,8 @@ impl Arena {
             if let Some(g) = &self.group {
                 if fair_asks < GROUP_FAIR_ASKS && g.below_fair_share() {
                     fair_asks += 1;
-                    let seen = g.generation();
                     let want = bytes.max(self.reclaim_batch << self.page.shift());
-                    if g.ask_over_share(want) {
-                        Counters::add(&self.counters.peer_requests, 1);
-                        g.wait_for_release(seen, GROUP_POLL_NS);
+                    if self.ask_peers_and_wait(g, want, false) {
                         continue;
                     }
                 }
@@ -763,15 +760,11 @@ impl Arena {
                 // the budget: ask those over their share to give some back
                 // and wait (bounded) for a release.
                 if let Some(g) = &self.group {
-                    let seen = g.generation();
-                    if g.ask_peers(short.deficit().max(self.page.bytes())) {
-                        Counters::add(&self.counters.peer_requests, 1);
-                        let now = sys::now_ns();
-                        let deadline = *group_deadline.get_or_insert(now + GROUP_WAIT_NS);
-                        if now < deadline {
-                            g.wait_for_release(seen, GROUP_POLL_NS);
-                            continue;
-                        }
+                    let now = sys::now_ns();
+                    let deadline = *group_deadline.get_or_insert(now + GROUP_WAIT_NS);
+                    let want = short.deficit().max(self.page.bytes());
+                    if now < deadline && self.ask_peers_and_wait(g, want, true) {
+                        continue;
                     }
                 }
                 // Pages other threads are loading (charged, not yet
@@ -800,6 +793,24 @@ impl Arena {
             policy.select(want, &mut |p| table.state(p).is_evictable(), victims);
         }
         self.evict_pages(victims)
+    }
+
+    /// Asks group peers to give back `bytes` (those over their share, or,
+    /// as a `last_resort`, the largest holder if none is) and, if anyone
+    /// was asked, waits up to [`GROUP_POLL_NS`] for a release. Returns
+    /// whether anyone was asked.
+    fn ask_peers_and_wait(&self, g: &crate::group::Group, bytes: usize, last_resort: bool) -> bool {
+        let seen = g.generation();
+        let asked = if last_resort {
+            g.ask_peers(bytes)
+        } else {
+            g.ask_over_share(bytes)
+        };
+        if asked {
+            Counters::add(&self.counters.peer_requests, 1);
+            g.wait_for_release(seen, GROUP_POLL_NS);
+        }
+        asked
     }
 
     /// Serves a group peer's request: evicts about `bytes` of this

@@ -265,8 +265,7 @@ impl Group {
     /// memory back from them rather than evict its own.
     pub fn below_fair_share(&self) -> bool {
         let s = self.seg();
-        let members = s.members.load(Ordering::Acquire).max(1) as u64;
-        let fair = s.limit.load(Ordering::Relaxed) / members;
+        let fair = self.fair_share();
         let mine = s.slots[self.slot].charged.load(Ordering::Acquire);
         mine < fair
             && s.slots.iter().enumerate().any(|(i, sl)| {
@@ -285,10 +284,15 @@ impl Group {
         self.ask(bytes, false)
     }
 
+    /// The limit over the live members.
+    fn fair_share(&self) -> u64 {
+        let s = self.seg();
+        s.limit.load(Ordering::Relaxed) / u64::from(s.members.load(Ordering::Acquire).max(1))
+    }
+
     fn ask(&self, bytes: usize, last_resort: bool) -> bool {
         let s = self.seg();
-        let members = s.members.load(Ordering::Acquire).max(1) as u64;
-        let fair = s.limit.load(Ordering::Relaxed) / members;
+        let fair = self.fair_share();
         let mut need = bytes as u64;
         let mut asked = false;
         let peers = || {
