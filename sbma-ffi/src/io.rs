@@ -94,11 +94,15 @@ fn owner_of<R>(p: *const c_void, f: impl FnOnce(&SbmaAlloc) -> R) -> Option<R> {
     None
 }
 
+/// The pager of `a` if its memory must be pinned for the kernel: not under
+/// uffd, where the kernel's own access faults the page in.
+fn needs_pinning(a: &SbmaAlloc) -> Option<&sbma_alloc::sbma_pager::Pager> {
+    a.pager().filter(|p| p.backend() != Backend::Uffd)
+}
+
 /// The most bytes one chunk pins: a quarter of the owner's budget.
 fn chunk_of(a: &SbmaAlloc) -> usize {
-    a.pager()
-        .filter(|p| p.backend() != Backend::Uffd)
-        .map_or(usize::MAX, |p| (p.budget() / 4).max(p.page_size()))
+    needs_pinning(a).map_or(usize::MAX, |p| (p.budget() / 4).max(p.page_size()))
 }
 
 /// Pins `[p, p + len)` for the kernel if it is managed memory: `Some(None)`
@@ -109,10 +113,7 @@ fn pin(p: *const c_void, len: usize, access: Access) -> Option<Option<KernelGuar
         return Some(None);
     }
     match owner_of(p, |a| {
-        a.pager()
-            // Under uffd the kernel's own access faults the page in.
-            .filter(|pg| pg.backend() != Backend::Uffd)
-            .map(|pg| pg.prepare_for_kernel(p.cast(), len, access))
+        needs_pinning(a).map(|pg| pg.prepare_for_kernel(p.cast(), len, access))
     }) {
         None | Some(None) => Some(None),
         Some(Some(Ok(g))) => Some(Some(g)),
