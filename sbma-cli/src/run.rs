@@ -54,14 +54,10 @@ impl Options {
                 "--dir" => o.env.push(("SBMA_DIR", value("--dir")?)),
                 "--group" => {
                     let g = value("--group")?;
-                    let ok = !g.is_empty()
-                        && g.len() <= 200
-                        && g.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-                    if !ok {
-                        return Err(format!(
-                            "--group `{g}`: expected 1-200 characters of [A-Za-z0-9._-]"
-                        ));
+                    if let Err(sbma_pager::Error::Config { reason, .. }) =
+                        sbma_pager::Group::check_name(&g)
+                    {
+                        return Err(format!("--group `{g}`: {reason}"));
                     }
                     o.env.push(("SBMA_GROUP", g));
                 }

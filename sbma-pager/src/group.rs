@@ -131,18 +131,7 @@ impl Group {
     /// `limit`, or a full group; [`Error::Map`] if the segment cannot be
     /// created, opened or mapped.
     pub fn join(name: &str, limit: usize) -> Result<Group, Error> {
-        if name.is_empty()
-            || name.len() > 200
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return Err(Error::Config {
-                name: "SBMA_GROUP",
-                value: name.to_owned(),
-                reason: "expected 1-200 characters of [A-Za-z0-9._-]".into(),
-            });
-        }
+        Self::check_name(name)?;
         let shm = segment_name(name);
         let me = crate::sys::process_id();
         collect_abandoned(name, me);
@@ -200,6 +189,27 @@ impl Group {
                 pid: me,
                 left,
             });
+        }
+    }
+
+    /// Checks a group name: 1-200 characters of `[A-Za-z0-9._-]`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for `SBMA_GROUP`, saying what is expected.
+    pub fn check_name(name: &str) -> Result<(), Error> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Config {
+                name: "SBMA_GROUP",
+                value: name.to_owned(),
+                reason: "expected 1-200 characters of [A-Za-z0-9._-]".into(),
+            })
         }
     }
 
