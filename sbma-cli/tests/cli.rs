@@ -155,12 +155,11 @@ fn run_puts_a_program_heap_on_disk_and_reports_it() {
     let expected = (0..80000u64).map(|i| i % 256).sum::<u64>().to_string();
     // Both backends where uffd is available; the stats line names the one
     // that ran.
-    let mut backends = vec!["signal"];
-    match sbma_pager::Backend::Uffd.available() {
-        Ok(()) => backends.push("uffd"),
-        Err(e) => println!("SKIPPED: the uffd backend: {e}"),
+    let (backends, missing) = sbma_pager::Backend::usable();
+    if let Some(e) = missing {
+        println!("SKIPPED: the uffd backend: {e}");
     }
-    for backend in backends {
+    for backend in backends.iter().map(|b| b.name()) {
         let (code, out, err) = sbma(&[
             "run",
             "--budget",

@@ -82,12 +82,11 @@ fn modern_api() {
 fn libc_io_on_evicted_memory() {
     // The signal backend is the one that needs the wrappers (the kernel
     // meets PROT_NONE pages); under uffd the same program must work too.
-    let mut backends = vec!["signal"];
-    match sbma_alloc::sbma_pager::Backend::Uffd.available() {
-        Ok(()) => backends.push("uffd"),
-        Err(e) => println!("SKIPPED: the uffd backend: {e}"),
+    let (backends, missing) = sbma_alloc::sbma_pager::Backend::usable();
+    if let Some(e) = missing {
+        println!("SKIPPED: the uffd backend: {e}");
     }
-    for backend in backends {
+    for backend in backends.iter().map(|b| b.name()) {
         let out = compile_and_run_with("io", &[("SBMA_BACKEND", backend)]);
         assert!(out.contains("libc I/O: ok"), "{backend}: {out}");
         assert!(

@@ -27,13 +27,13 @@ fn tmp() -> PathBuf {
 /// userfaultfd).
 fn both(cmd: &[&str], env: &[(&str, &str)]) -> (Output, Vec<(&'static str, Output)>) {
     let plain = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
-    let mut backends = vec!["signal"];
-    match sbma_alloc::sbma_pager::Backend::Uffd.available() {
-        Ok(()) => backends.push("uffd"),
-        Err(e) => println!("SKIPPED: the uffd backend: {e}"),
+    let (backends, missing) = sbma_alloc::sbma_pager::Backend::usable();
+    if let Some(e) = missing {
+        println!("SKIPPED: the uffd backend: {e}");
     }
     let shimmed = backends
         .into_iter()
+        .map(|b| b.name())
         .map(|backend| {
             let mut c = Command::new(cmd[0]);
             c.args(&cmd[1..])

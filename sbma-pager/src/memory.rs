@@ -67,6 +67,17 @@ impl Backend {
 }
 
 impl Backend {
+    /// The concrete backends this process can use: `Signal` always, `Uffd`
+    /// where a userfaultfd opens; with the reason `Uffd` is missing, if it
+    /// is (for tests and benchmarks that run on every backend and say what
+    /// they skip).
+    pub fn usable() -> (Vec<Backend>, Option<crate::Error>) {
+        match Backend::Uffd.available() {
+            Ok(()) => (vec![Backend::Signal, Backend::Uffd], None),
+            Err(e) => (vec![Backend::Signal], Some(e)),
+        }
+    }
+
     /// Whether this process can use the backend: always for `Signal` and
     /// `Auto`; for `Uffd`, whether a userfaultfd with write-protect support
     /// can be opened (see the permission rules in `docs/uffd.md`).
