@@ -380,9 +380,7 @@ impl Group {
 
     /// Tells waiting members that memory was given back.
     pub fn released(&self) {
-        let s = self.seg();
-        s.generation.fetch_add(1, Ordering::AcqRel);
-        crate::sys::futex_wake_shared(&s.generation);
+        announce_release(self.seg());
     }
 
     /// Gives the charge of members that died back to the group; returns
@@ -500,9 +498,14 @@ fn leave(
     }
     unlock(s, pid);
     if !last && charged > 0 {
-        s.generation.fetch_add(1, Ordering::AcqRel);
-        crate::sys::futex_wake_shared(&s.generation);
+        announce_release(s);
     }
+}
+
+/// Moves the release generation on and wakes the members waiting for room.
+fn announce_release(s: &Segment) {
+    s.generation.fetch_add(1, Ordering::AcqRel);
+    crate::sys::futex_wake_shared(&s.generation);
 }
 
 /// Removes the segments of other groups whose members are all dead (the
