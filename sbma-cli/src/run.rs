@@ -1,7 +1,7 @@
 //! `sbma run [options] -- PROG [ARGS...]`: runs an unmodified program under
 //! the `LD_PRELOAD` shim (`libsbma_interpose.so`), configured through the
-//! `SBMA_*` variables the shim reads, and passes its exit status through
-//! (a death by signal N becomes 128 + N, as shells report it).
+//! `SBMA_*` variables the shim reads. The program replaces `sbma` (exec),
+//! so its exit status and signals reach the parent unchanged.
 
 use sbma_core::units::parse_size;
 use std::path::{Path, PathBuf};
@@ -123,8 +123,12 @@ fn find_shim() -> Result<PathBuf, String> {
         })
 }
 
-/// Runs the program; its exit status becomes ours.
+/// Runs the program in place of this process (`execvp(3)`), so its exit
+/// status, signals and pid are the program's own: a parent such as
+/// `mpirun` that signals or waits for "its" process reaches the program.
+/// Returns only when the program cannot be started.
 pub fn run(o: Options) -> Result<ExitCode, String> {
+    use std::os::unix::process::CommandExt;
     let shim = find_shim()?;
     let preload = match std::env::var("LD_PRELOAD") {
         Ok(old) if !old.is_empty() => format!("{}:{old}", shim.display()),
@@ -135,16 +139,6 @@ pub fn run(o: Options) -> Result<ExitCode, String> {
     for (k, v) in &o.env {
         cmd.env(k, v);
     }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run `{}`: {e}", o.program[0]))?;
-    let code = match (
-        status.code(),
-        std::os::unix::process::ExitStatusExt::signal(&status),
-    ) {
-        (Some(c), _) => c,
-        (None, Some(sig)) => 128 + sig,
-        _ => 1,
-    };
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    let e = cmd.exec();
+    Err(format!("cannot run `{}`: {e}", o.program[0]))
 }

@@ -251,6 +251,13 @@ typedef struct sbma_config {
    * The fault backend.
    */
   enum sbma_backend backend;
+  /**
+   * NULL, or the name of a group: the instances of every process on
+   * this machine that use the same name share one budget (the first
+   * member's; a different `budget` makes `sbma_new` fail). Letters,
+   * digits, `-`, `_` and `.`, at most 200 bytes.
+   */
+  const char *group;
 } sbma_config;
 
 /**
@@ -321,6 +328,27 @@ typedef struct sbma_stats {
    * The fault backend in use (never `SBMA_BACKEND_AUTO`).
    */
   enum sbma_backend backend;
+  /**
+   * In a group: its live members, this process included (0: no group).
+   */
+  uint64_t group_members;
+  /**
+   * In a group: bytes charged by all members now (`budget` is the
+   * group's); `resident` is this process's part.
+   */
+  uint64_t group_resident;
+  /**
+   * In a group: times this process asked peers to give memory back.
+   */
+  uint64_t peer_requests;
+  /**
+   * In a group: pages this process evicted because peers asked.
+   */
+  uint64_t pages_given_to_peers;
+  /**
+   * 1 while this process is declared blocked (`sbma_set_blocked`).
+   */
+  int blocked;
 } sbma_stats;
 
 /**
@@ -352,7 +380,7 @@ extern "C" {
 /**
  * Fills `cfg` with the defaults: 256 MiB budget, 16 KiB pages, 16 GiB of
  * address space, `$TMPDIR`, CLOCK, background I/O, backend chosen
- * automatically.
+ * automatically, no group.
  *
  * # Safety
  * `cfg` is NULL or valid for writing.
@@ -462,6 +490,18 @@ enum sbma_result sbma_evict_all(struct sbma_t *h, size_t *evicted);
  * `h` is a live instance.
  */
 enum sbma_result sbma_clear(struct sbma_t *h, const void *addr, size_t len);
+
+/**
+ * Declares this process blocked (`blocked != 0`: waiting, e.g. inside a
+ * blocking MPI call) or running again (0). In a group, blocked members
+ * give memory back to their peers first; without a group nothing changes.
+ * The original API's `SBMA_sigon`/`SBMA_sigoff` do the same for the
+ * process-wide heap.
+ *
+ * # Safety
+ * `h` is a live instance.
+ */
+enum sbma_result sbma_set_blocked(struct sbma_t *h, int blocked);
 
 /**
  * 1 if `addr` is in the heap of `h`, else 0 (SBMA's `mexist`).
@@ -596,7 +636,8 @@ int SBMA_mallopt(int param, int value);
 /**
  * Marks this process as blocked: in a shared budget, blocked members give
  * memory back to their peers first. Returns 0 (also without a group or an
- * instance, where it changes nothing).
+ * instance, where it changes nothing). Under the preload shim it applies
+ * to the shim's heap too.
  */
 int SBMA_sigon(void);
 

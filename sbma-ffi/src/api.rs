@@ -90,11 +90,16 @@ pub struct sbma_config {
     pub background_io: c_int,
     /// The fault backend.
     pub backend: sbma_backend,
+    /// NULL, or the name of a group: the instances of every process on
+    /// this machine that use the same name share one budget (the first
+    /// member's; a different `budget` makes `sbma_new` fail). Letters,
+    /// digits, `-`, `_` and `.`, at most 200 bytes.
+    pub group: *const c_char,
 }
 
 /// Fills `cfg` with the defaults: 256 MiB budget, 16 KiB pages, 16 GiB of
 /// address space, `$TMPDIR`, CLOCK, background I/O, backend chosen
-/// automatically.
+/// automatically, no group.
 ///
 /// # Safety
 /// `cfg` is NULL or valid for writing.
@@ -113,6 +118,7 @@ pub unsafe extern "C" fn sbma_config_default(cfg: *mut sbma_config) -> sbma_resu
             policy: sbma_policy::SBMA_POLICY_CLOCK,
             background_io: 1,
             backend: sbma_backend::SBMA_BACKEND_AUTO,
+            group: core::ptr::null(),
         })
     };
     sbma_result::SBMA_OK
@@ -121,7 +127,7 @@ pub unsafe extern "C" fn sbma_config_default(cfg: *mut sbma_config) -> sbma_resu
 /// Builds the pager settings of `cfg`.
 ///
 /// # Safety
-/// `cfg.dir` is NULL or a NUL-terminated string.
+/// `cfg.dir` and `cfg.group` are NULL or NUL-terminated strings.
 pub(crate) unsafe fn pager_builder(
     cfg: &sbma_config,
 ) -> Result<sbma_alloc::sbma_pager::PagerBuilder, sbma_result> {
@@ -149,6 +155,15 @@ pub(crate) unsafe fn pager_builder(
             return Err(sbma_result::SBMA_INVALID_CONFIG);
         };
         b = b.dir(dir);
+    }
+    if !cfg.group.is_null() {
+        // SAFETY: the caller's contract.
+        let group = unsafe { CStr::from_ptr(cfg.group) };
+        let Ok(group) = group.to_str() else {
+            set_last_error("the group name is not valid UTF-8");
+            return Err(sbma_result::SBMA_INVALID_CONFIG);
+        };
+        b = b.group(group);
     }
     Ok(b)
 }
@@ -360,6 +375,22 @@ pub unsafe extern "C" fn sbma_clear(
     })
 }
 
+/// Declares this process blocked (`blocked != 0`: waiting, e.g. inside a
+/// blocking MPI call) or running again (0). In a group, blocked members
+/// give memory back to their peers first; without a group nothing changes.
+/// The original API's `SBMA_sigon`/`SBMA_sigoff` do the same for the
+/// process-wide heap.
+///
+/// # Safety
+/// `h` is a live instance.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sbma_set_blocked(h: *mut sbma_t, blocked: c_int) -> sbma_result {
+    with_pager(h, |p| {
+        p.set_blocked(blocked != 0);
+        sbma_result::SBMA_OK
+    })
+}
+
 /// 1 if `addr` is in the heap of `h`, else 0 (SBMA's `mexist`).
 ///
 /// # Safety
@@ -406,6 +437,17 @@ pub struct sbma_stats {
     pub large_bytes: u64,
     /// The fault backend in use (never `SBMA_BACKEND_AUTO`).
     pub backend: sbma_backend,
+    /// In a group: its live members, this process included (0: no group).
+    pub group_members: u64,
+    /// In a group: bytes charged by all members now (`budget` is the
+    /// group's); `resident` is this process's part.
+    pub group_resident: u64,
+    /// In a group: times this process asked peers to give memory back.
+    pub peer_requests: u64,
+    /// In a group: pages this process evicted because peers asked.
+    pub pages_given_to_peers: u64,
+    /// 1 while this process is declared blocked (`sbma_set_blocked`).
+    pub blocked: c_int,
 }
 
 /// Fills `*out` with the statistics of `h`.
@@ -448,6 +490,15 @@ pub unsafe extern "C" fn sbma_stats_get(h: *mut sbma_t, out: *mut sbma_stats) ->
                     Backend::Uffd => sbma_backend::SBMA_BACKEND_UFFD,
                     _ => sbma_backend::SBMA_BACKEND_SIGNAL,
                 },
+                group_members: i
+                    .alloc
+                    .pager()
+                    .and_then(Pager::group)
+                    .map_or(0, |g| g.members().len() as u64),
+                group_resident: p.group_resident,
+                peer_requests: p.peer_requests,
+                pages_given_to_peers: p.pages_given_to_peers,
+                blocked: c_int::from(i.alloc.pager().is_some_and(Pager::is_blocked)),
             })
         };
         sbma_result::SBMA_OK

@@ -70,11 +70,16 @@ pub fn register_static(alloc: &'static SbmaAlloc) {
     );
 }
 
+/// The allocator registered by [`register_static`], once started.
+pub(crate) fn static_alloc() -> Option<&'static SbmaAlloc> {
+    // SAFETY: registered once with a 'static reference.
+    unsafe { STATIC.load(Ordering::Acquire).as_ref() }.filter(|a| a.started())
+}
+
 /// Calls `f` with the allocator whose heap holds `p`, if any.
 fn owner_of<R>(p: *const c_void, f: impl FnOnce(&SbmaAlloc) -> R) -> Option<R> {
-    // SAFETY: registered once with a 'static reference.
-    if let Some(a) = unsafe { STATIC.load(Ordering::Acquire).as_ref() } {
-        if a.started() && a.owns(p.cast()) {
+    if let Some(a) = static_alloc() {
+        if a.owns(p.cast()) {
             return Some(f(a));
         }
     }

@@ -456,7 +456,8 @@ pub extern "C" fn SBMA_mallopt(param: c_int, value: c_int) -> c_int {
 
 /// Marks this process as blocked: in a shared budget, blocked members give
 /// memory back to their peers first. Returns 0 (also without a group or an
-/// instance, where it changes nothing).
+/// instance, where it changes nothing). Under the preload shim it applies
+/// to the shim's heap too.
 #[unsafe(no_mangle)]
 pub extern "C" fn SBMA_sigon() -> c_int {
     set_blocked(true);
@@ -470,12 +471,16 @@ pub extern "C" fn SBMA_sigoff() -> c_int {
     0
 }
 
+/// Applies to the `SBMA_init` instance and to the preload shim's heap
+/// (a program run by `sbma run --group` declares itself blocked the same
+/// way as one that called `SBMA_init`).
 fn set_blocked(on: bool) {
     boundary((), || {
         // SAFETY: the global instance lives until SBMA_destroy, which the
         // caller does not run concurrently (the original's contract).
-        if let Some(i) = unsafe { GLOBAL.load(Ordering::Acquire).as_ref() } {
-            if let Some(p) = i.alloc.pager() {
+        let global = unsafe { GLOBAL.load(Ordering::Acquire).as_ref() }.map(|i| &i.alloc);
+        for a in global.into_iter().chain(crate::io::static_alloc()) {
+            if let Some(p) = a.pager() {
                 p.set_blocked(on);
             }
         }

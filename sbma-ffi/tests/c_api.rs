@@ -74,6 +74,15 @@ fn original_sbma_api() {
 }
 
 #[test]
+fn modern_api_group() {
+    let name = format!("test-capi-{}", std::process::id());
+    let out = compile_and_run_with("group", &[("SBMA_TEST_GROUP", &name)]);
+    assert!(out.contains("group API: ok"), "{out}");
+    assert_eq!(out.matches(": ok, ").count(), 3, "{out}");
+    print!("{out}");
+}
+
+#[test]
 fn modern_api() {
     assert!(compile_and_run("modern").contains("modern API: ok"));
 }

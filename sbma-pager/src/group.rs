@@ -240,6 +240,11 @@ impl Group {
             .store(u32::from(on), Ordering::Release);
     }
 
+    /// Whether this member declared itself blocked.
+    pub fn is_blocked(&self) -> bool {
+        self.seg().slots[self.slot].blocked.load(Ordering::Acquire) != 0
+    }
+
     /// The live members (after reaping dead ones).
     pub fn members(&self) -> Vec<Member> {
         self.reap();

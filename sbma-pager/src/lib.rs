@@ -689,6 +689,12 @@ impl Pager {
         }
     }
 
+    /// Whether this process is declared blocked (always `false` outside a
+    /// group).
+    pub fn is_blocked(&self) -> bool {
+        self.group().is_some_and(Group::is_blocked)
+    }
+
     /// Declares this process blocked until the guard drops.
     pub fn blocked(&self) -> BlockedGuard {
         self.set_blocked(true);
