@@ -105,6 +105,12 @@ fn needs_pinning(a: &SbmaAlloc) -> Option<&sbma_alloc::sbma_pager::Pager> {
     a.pager().filter(|p| p.backend() != Backend::Uffd)
 }
 
+/// Whether the kernel cannot reach `p` by itself: it lies in a heap whose
+/// pages may be protected (the signal backend).
+pub(crate) fn needs_help(p: *const c_void) -> bool {
+    !p.is_null() && owner_of(p, |a| needs_pinning(a).is_some()).unwrap_or(false)
+}
+
 /// The most bytes one chunk pins: a quarter of the owner's budget.
 fn chunk_of(a: &SbmaAlloc) -> usize {
     needs_pinning(a).map_or(usize::MAX, |p| (p.budget() / 4).max(p.page_size()))
@@ -113,7 +119,7 @@ fn chunk_of(a: &SbmaAlloc) -> usize {
 /// Pins `[p, p + len)` for the kernel if it is managed memory: `Some(None)`
 /// when it is not ours, `Some(Some(guard))` when pinned; `None` when
 /// pinning failed (errno set to `EFAULT`, as the kernel would have).
-fn pin(p: *const c_void, len: usize, access: Access) -> Option<Option<KernelGuard>> {
+pub(crate) fn pin(p: *const c_void, len: usize, access: Access) -> Option<Option<KernelGuard>> {
     if p.is_null() || len == 0 {
         return Some(None);
     }
@@ -724,6 +730,61 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, len: usize) -> *mut c_char {
     };
     // SAFETY: forwarded.
     unsafe { f(buf, len) }
+}
+
+type StatxFn =
+    unsafe extern "C" fn(c_int, *const c_char, c_int, libc::c_uint, *mut libc::statx) -> c_int;
+type GetdentsFn = unsafe extern "C" fn(c_int, *mut c_void, usize) -> isize;
+type GetrandomFn = unsafe extern "C" fn(*mut c_void, usize, libc::c_uint) -> isize;
+
+/// `statx(2)` with the path or the result in managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn statx(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mask: libc::c_uint,
+    st: *mut libc::statx,
+) -> c_int {
+    let f = libc_fn!("statx", StatxFn);
+    let (Some(_p), Some(_s)) = (
+        pin_path(path),
+        pin(st.cast(), size_of::<libc::statx>(), Access::Write),
+    ) else {
+        return -1;
+    };
+    // SAFETY: forwarded (pinned where managed).
+    unsafe { f(dirfd, path, flags, mask, st) }
+}
+
+/// `getdents64(2)` into managed memory works (in chunks, each a complete
+/// set of records, as consecutive calls would return them).
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getdents64(fd: c_int, buf: *mut c_void, len: usize) -> isize {
+    let f = libc_fn!("getdents64", GetdentsFn);
+    // SAFETY: forwarded within the caller's buffer.
+    chunked(buf, len, Access::Write, |p, n, _| unsafe {
+        f(fd, p.cast_mut(), n)
+    })
+}
+
+/// `getrandom(2)` into managed memory works.
+///
+/// # Safety
+/// libc's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getrandom(buf: *mut c_void, len: usize, flags: libc::c_uint) -> isize {
+    let f = libc_fn!("getrandom", GetrandomFn);
+    // SAFETY: forwarded within the caller's buffer.
+    chunked(buf, len, Access::Write, |p, n, _| unsafe {
+        f(p.cast_mut(), n, flags)
+    })
 }
 
 // ---------------------------------------------------------------------

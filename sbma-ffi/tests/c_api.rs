@@ -87,20 +87,35 @@ fn modern_api() {
     assert!(compile_and_run("modern").contains("modern API: ok"));
 }
 
-#[test]
-fn libc_io_on_evicted_memory() {
-    // The signal backend is the one that needs the wrappers (the kernel
-    // meets PROT_NONE pages); under uffd the same program must work too.
+/// Runs `tests/c/<name>.c` on every backend this process can use: the
+/// signal backend is the one that needs the wrappers (the kernel meets
+/// `PROT_NONE` pages); under uffd the same program must work too.
+fn on_every_backend(name: &str, ok: &str) -> Vec<(&'static str, String)> {
     let (backends, missing) = sbma_alloc::sbma_pager::Backend::usable();
     if let Some(e) = missing {
-        println!("SKIPPED: the uffd backend: {e}");
+        println!("SKIPPED: {name} under the uffd backend: {e}");
     }
-    for backend in backends.iter().map(|b| b.name()) {
-        let out = compile_and_run_with("io", &[("SBMA_BACKEND", backend)]);
-        assert!(out.contains("libc I/O: ok"), "{backend}: {out}");
+    backends
+        .iter()
+        .map(|b| {
+            let out = compile_and_run_with(name, &[("SBMA_BACKEND", b.name())]);
+            assert!(out.contains(ok), "{}: {out}", b.name());
+            (b.name(), out)
+        })
+        .collect()
+}
+
+#[test]
+fn libc_io_on_evicted_memory() {
+    for (backend, out) in on_every_backend("io", "libc I/O: ok") {
         assert!(
             out.contains(&format!("backend {backend}")),
             "{backend}: {out}"
         );
     }
+}
+
+#[test]
+fn event_waits_and_socket_calls_on_evicted_memory() {
+    on_every_backend("waits", "waits: ok");
 }

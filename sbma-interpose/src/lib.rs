@@ -28,7 +28,7 @@
 //!   sbma's (from glibc, from before the shim) are freed by glibc.
 //!
 //! Not yet: the glibc-internal `__libc_*` names (sbma's own fallback calls
-//! them), more I/O wrappers (`readv`, `recvmsg`, `statx`, ...).
+//! them), wrappers of the calls that take a path (`open`, `access`, ...).
 #![deny(unsafe_code)]
 
 mod caller;

@@ -393,6 +393,7 @@ impl Arena {
         if !self.is_allocated(page) {
             return None;
         }
+        let _marked = crate::fault_path::FaultPath::enter();
         if self.forked() {
             return Some(Err(FaultError::Forked));
         }

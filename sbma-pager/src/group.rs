@@ -14,8 +14,9 @@
 //! - **Dead members are reaped.** A slot records the member's pid and its
 //!   start time (`/proc/<pid>/stat`, field 22), so a recycled pid is not
 //!   mistaken for the member. Any member reaps dead ones when it joins,
-//!   when a charge does not fit, and on [`Group::reap`]: their charge goes
-//!   back to the group. A process killed with SIGKILL thus loses its
+//!   when a charge does not fit (on the fault path: without allocating,
+//!   and skipped if the membership lock is busy), and on [`Group::reap`]:
+//!   their charge goes back to the group. A process killed with SIGKILL thus loses its
 //!   share at the next admission, not never.
 //! - **Removal.** The last member to leave marks the segment removed and
 //!   unlinks it; a joiner that opened it just before sees the mark and starts
@@ -28,9 +29,10 @@
 //!   holder dead takes it over, so a member killed inside it cannot wedge
 //!   the group.
 //!
-//! Admission across processes (asking peers over their fair share to give
-//! memory back, through a doorbell their pager thread serves) builds on
-//! this and is not here yet.
+//! Admission across processes (asking blocked peers and peers over their
+//! fair share to give memory back, through a doorbell their pager thread
+//! serves: [`Group::ask_peers`], [`Group::take_request`]) is in the arena's
+//! `charge` and in `service.rs`.
 #![allow(unsafe_code, reason = "a shared mapping read by several processes")]
 
 use crate::error::Error;
@@ -269,8 +271,7 @@ impl Group {
     /// always reaches someone who can make progress possible. Rings each
     /// asked member's doorbell. Returns whether anyone was asked.
     ///
-    /// Async-signal-safe apart from reaping (which reads `/proc`): atomics
-    /// and `futex` only.
+    /// Async-signal-safe: atomics and `futex` only.
     pub fn ask_peers(&self, bytes: usize) -> bool {
         self.ask(bytes, true)
     }
@@ -400,6 +401,27 @@ impl Group {
         }
         n
     }
+
+    /// [`reap`](Self::reap) for the fault path: skipped when another
+    /// member (or another thread of this one) holds the membership lock,
+    /// so a fault never waits for it; the next short charge tries again.
+    /// Async-signal-safe: atomics, `kill(pid, 0)`, and [`start_time`]'s
+    /// `open`/`read`/`close`.
+    fn try_reap(&self) -> usize {
+        let s = self.seg();
+        if s.lock
+            .compare_exchange(0, self.pid, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return 0;
+        }
+        let n = reap_locked(s, self.pid);
+        unlock(s, self.pid);
+        if n > 0 {
+            self.released();
+        }
+        n
+    }
 }
 
 impl Budget for Group {
@@ -416,7 +438,7 @@ impl Budget for Group {
             if bytes as u64 > available {
                 if !reaped {
                     reaped = true;
-                    if self.reap() > 0 {
+                    if self.try_reap() > 0 {
                         cur = s.resident.load(Ordering::Relaxed);
                         continue;
                     }
@@ -729,12 +751,55 @@ fn alive(pid: i32, start: Option<u64>) -> bool {
 
 /// The start time of `pid` in clock ticks since boot (`/proc/<pid>/stat`
 /// field 22), which tells a recycled pid from the original process.
+///
+/// Async-signal-safe (it runs on the fault path when a charge does not
+/// fit): the path is built and the file read in stack buffers, with
+/// `open`/`read`/`close` only.
 fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut digits = [0u8; 20];
+    let pid = crate::sys::decimal(usize::try_from(pid).ok()?, &mut digits);
+    let mut path = [0u8; 40];
+    let parts: [&[u8]; 3] = [b"/proc/", pid, b"/stat\0"];
+    let mut len = 0;
+    for part in parts {
+        path[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
+    let path = core::ffi::CStr::from_bytes_with_nul(&path[..len]).ok()?;
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    // The line is about 300 bytes (the command name is at most 64).
+    let mut buf = [0u8; 1024];
+    let mut n = 0;
+    while n < buf.len() {
+        match rustix::io::read(&fd, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
+    parse_start_time(&buf[..n])
+}
+
+/// Field 22 of a `/proc/<pid>/stat` line.
+fn parse_start_time(stat: &[u8]) -> Option<u64> {
     // Fields after the command name, which ends at the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.iter().rposition(|&b| b == b')')? + 2..)?;
     // `rest` starts at field 3 (state); field 22 is the 20th from there.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let field = rest
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(19)?;
+    field.iter().try_fold(0u64, |v, &b| {
+        b.is_ascii_digit()
+            .then(|| v.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
 }
 
 /// Processes often exit without dropping their pager (a global allocator,
@@ -795,5 +860,30 @@ mod at_exit {
             // does nothing.
             leave(j.seg as *mut Segment, &j.name, j.slot, j.pid, &j.left);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_start_time, start_time};
+
+    #[test]
+    fn start_time_reads_field_22() {
+        // A command name with spaces and parentheses, as comm may hold.
+        let line = b"1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 123456 78 18446744073709551615\n";
+        assert_eq!(parse_start_time(line), Some(987_654));
+        assert_eq!(parse_start_time(b"1234 (x) S 1 2"), None);
+        assert_eq!(parse_start_time(b"no paren"), None);
+        // This process, read without allocating, agrees with /proc.
+        let me = std::process::id() as i32;
+        let text = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let expected: u64 = text[text.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(start_time(me), Some(expected));
+        assert_eq!(start_time(i32::MAX), None);
     }
 }

@@ -52,6 +52,7 @@ mod altstack;
 mod arena;
 mod bell;
 mod error;
+mod fault_path;
 mod fork;
 mod group;
 mod lock;
@@ -68,6 +69,7 @@ mod uffd;
 
 pub use arena::{Access, is_pager_thread};
 pub use error::Error;
+pub use fault_path::in_fault_path;
 pub use group::{Group, MAX_MEMBERS, Member, segment_name};
 pub use memory::{Backend, FillMethod};
 pub use sbma_core;

@@ -6,6 +6,8 @@
 //! (`SBMA_TEST_MEMBER=<group>:<bytes>`): each joins, charges, reports
 //! "ready", and holds its charge until its standard input closes.
 
+mod common;
+
 use sbma_pager::sbma_core::Budget;
 use sbma_pager::{Error, Group, segment_name};
 use std::io::{BufRead, BufReader, Read, Write};

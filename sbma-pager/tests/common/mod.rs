@@ -104,3 +104,47 @@ macro_rules! per_backend {
         }
     )*};
 }
+
+/// The test binaries' allocator: the system's, except that an allocation
+/// on the fault path (inside sbma's SIGSEGV handler or the uffd service's
+/// fault resolution) aborts with one line. The fault path must allocate
+/// nothing (docs/signals.md); under the preload shim such an allocation
+/// can fault again inside the handler and deadlock.
+pub struct FaultPathChecked;
+
+impl FaultPathChecked {
+    fn check() {
+        if sbma_pager::in_fault_path() {
+            let msg = b"test allocator: allocation on sbma's fault path\n";
+            // SAFETY: writing a static buffer to stderr, then aborting.
+            unsafe {
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::abort();
+            }
+        }
+    }
+}
+
+// SAFETY: forwards to the system allocator, which upholds the contract.
+unsafe impl std::alloc::GlobalAlloc for FaultPathChecked {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        Self::check();
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        Self::check();
+        // SAFETY: forwarded (allocated by System above).
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        Self::check();
+        // SAFETY: forwarded.
+        unsafe { std::alloc::System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: FaultPathChecked = FaultPathChecked;
