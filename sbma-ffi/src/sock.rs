@@ -4,7 +4,7 @@
 //! `socketpair`.
 //!
 //! Addresses (at most a `sockaddr_storage`), option lengths and descriptor
-//! pairs travel as stack copies ([`Bounce`]): `accept` and `connect` may
+//! pairs travel as stack copies (`bounce.rs`): `accept` and `connect` may
 //! block, and a pin would hold budget for the wait. Option values, of any
 //! size, are pinned for their (non-blocking) call.
 //!

@@ -4,7 +4,7 @@
 //!
 //! These may block for as long as the caller asks, so their arguments are
 //! not pinned (a pin would hold budget for the whole wait): the kernel gets
-//! copies on the calling thread's stack ([`Bounce`]), up to
+//! copies on the calling thread's stack (`bounce.rs`), up to
 //! [`BOUNCE_EVENTS`] epoll events per call (returning fewer events than
 //! `maxevents` is `epoll_wait`'s documented behaviour) and [`BOUNCE_FDS`]
 //! poll entries; a larger `poll` array is pinned for its wait. Event loops
