@@ -123,6 +123,31 @@ fn find_shim() -> Result<PathBuf, String> {
         })
 }
 
+/// Open MPI's shared-memory transport reads large messages straight out of
+/// the sending rank's memory (`process_vm_readv`, "CMA"). Under the signal
+/// backend an evicted page there is `PROT_NONE` and the read fails with
+/// `EFAULT` (Open MPI prints `Read -1, expected N, errno = 14` and falls
+/// back to a slower protocol); with `none` the sender copies through shared
+/// memory itself, faulting its pages in. Set unless the user set it.
+const OMPI_SINGLE_COPY: &str = "OMPI_MCA_btl_vader_single_copy_mechanism";
+
+/// Whether the program will run on the signal backend: asked for, or
+/// chosen by `auto` because no userfaultfd opens here.
+fn signal_backend(o: &Options) -> bool {
+    let asked = o
+        .env
+        .iter()
+        .find(|(k, _)| *k == "SBMA_BACKEND")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("SBMA_BACKEND").ok())
+        .unwrap_or_default();
+    match asked.as_str() {
+        "signal" => true,
+        "uffd" => false,
+        _ => sbma_pager::Backend::Uffd.available().is_err(),
+    }
+}
+
 /// Runs the program in place of this process (`execvp(3)`), so its exit
 /// status, signals and pid are the program's own: a parent such as
 /// `mpirun` that signals or waits for "its" process reaches the program.
@@ -138,6 +163,9 @@ pub fn run(o: Options) -> Result<ExitCode, String> {
     cmd.args(&o.program[1..]).env("LD_PRELOAD", preload);
     for (k, v) in &o.env {
         cmd.env(k, v);
+    }
+    if signal_backend(&o) && std::env::var_os(OMPI_SINGLE_COPY).is_none() {
+        cmd.env(OMPI_SINGLE_COPY, "none");
     }
     let e = cmd.exec();
     Err(format!("cannot run `{}`: {e}", o.program[0]))

@@ -92,26 +92,27 @@ extern "C" fn print_stats() {
         }
         _ => line,
     };
-    let group = ALLOC
-        .pager()
-        .and_then(|pg| pg.group().map(|g| (g.name().to_owned(), g.members().len())));
+    // At exit this process has usually left its group already (its exit
+    // handler ran first): count the others, and report the group's peak
+    // (the first line's) rather than charges that are gone.
+    let me = std::process::id() as i32;
+    let group = ALLOC.pager().and_then(|pg| {
+        pg.group().map(|g| {
+            let others = g.members().iter().filter(|m| m.pid != me).count();
+            (g.name().to_owned(), others)
+        })
+    });
     let line = match group {
         None => line,
-        Some((name, members)) if STATS_JSON.load(Ordering::Relaxed) => format!(
-            "{}\n{{\"group\":\"{name}\",\"members\":{members},\"group_resident\":{},\"charged\":{},\"peer_requests\":{},\"pages_given_to_peers\":{}}}\n",
+        Some((name, others)) if STATS_JSON.load(Ordering::Relaxed) => format!(
+            "{}\n{{\"group\":\"{name}\",\"others_at_exit\":{others},\"peer_requests\":{},\"pages_given_to_peers\":{}}}\n",
             line.trim_end(),
-            p.group_resident,
-            p.resident,
             p.peer_requests,
             p.pages_given_to_peers
         ),
-        Some((name, members)) => format!(
-            "{line}sbma: group {name}: {members} members, {:.1} of {:.1} MiB charged now ({:.1} by this process), {} requests to peers, {} pages given to peers (peak above: the group's)\n",
-            p.group_resident as f64 / 1048576.0,
-            p.budget as f64 / 1048576.0,
-            p.resident as f64 / 1048576.0,
-            p.peer_requests,
-            p.pages_given_to_peers
+        Some((name, others)) => format!(
+            "{line}sbma: group {name}: peak above is the group's; {others} other members still in it at exit; {} requests to peers, {} pages given to peers\n",
+            p.peer_requests, p.pages_given_to_peers
         ),
     };
     // SAFETY: writing our own buffer to (our copy of) stderr.
