@@ -170,21 +170,18 @@ fn main() {
             ranks.to_string(),
         ];
         if mode == "sbma" {
-            cmd.extend(
-                [
-                    sbma.display().to_string(),
-                    "run".into(),
-                    "--group".into(),
-                    group.clone(),
-                    "--budget".into(),
-                    budget.to_string(),
-                    "--backend".into(),
-                    backend.clone(),
-                    "--stats".into(),
-                    "--".into(),
-                ]
-                .into_iter(),
-            );
+            cmd.extend([
+                sbma.display().to_string(),
+                "run".into(),
+                "--group".into(),
+                group.clone(),
+                "--budget".into(),
+                budget.to_string(),
+                "--backend".into(),
+                backend.clone(),
+                "--stats".into(),
+                "--".into(),
+            ]);
         }
         cmd.extend([
             exe.display().to_string(),

@@ -364,7 +364,7 @@ typedef struct sbma_timeinfo {
    */
   double tv_wr;
   /**
-   * Waiting for admission (0: no peers to wait for yet).
+   * Waiting for group peers to release memory (admission).
    */
   double tv_ad;
   /**
@@ -648,7 +648,8 @@ int SBMA_sigoff(void);
 
 /**
  * Statistics in the original's `struct mallinfo` fields (system pages):
- * `smblks`/`ordblks` signals received/honoured (0: no peers yet),
+ * `smblks`/`ordblks` requests from group peers received/honoured (the
+ * original's signals; sbma's doorbells),
  * `usmblks`/`fsmblks` pages read/written, `uordblks`/`fordblks` read/write
  * faults, `hblks` resident pages, `hblkhd` resident high-water mark,
  * `keepcost` pages of heap in use, `arena` the budget in pages. Values

@@ -29,7 +29,8 @@
 //! - `SBMA_mallinfo` fills every field it documents (the original left
 //!   `hblks` and `keepcost` at 0); `SBMA_timeinfo` fills read and write
 //!   time, and `tv_ev` with write-back time (the original left `tv_ad` and
-//!   `tv_ev` at 0; `tv_ad` stays 0: admission does not wait on peers yet).
+//!   `tv_ev` at 0); `tv_ad` is the time faults waited for group peers to
+//!   release memory.
 //!
 //! # Safety
 //! Pointers come from C; each function's `# Safety` says what it needs.
@@ -488,7 +489,8 @@ fn set_blocked(on: bool) {
 }
 
 /// Statistics in the original's `struct mallinfo` fields (system pages):
-/// `smblks`/`ordblks` signals received/honoured (0: no peers yet),
+/// `smblks`/`ordblks` requests from group peers received/honoured (the
+/// original's signals; sbma's doorbells),
 /// `usmblks`/`fsmblks` pages read/written, `uordblks`/`fordblks` read/write
 /// faults, `hblks` resident pages, `hblkhd` resident high-water mark,
 /// `keepcost` pages of heap in use, `arena` the budget in pages. Values
@@ -514,6 +516,8 @@ pub extern "C" fn SBMA_mallinfo() -> libc::mallinfo {
     let c = |v: u64| v.min(c_int::MAX as u64) as c_int;
     let p = &s.pager;
     m.arena = c(p.budget / pg);
+    m.smblks = c(p.requests_received);
+    m.ordblks = c(p.requests_honoured);
     m.usmblks = c(p.bytes_read / pg);
     m.fsmblks = c(p.bytes_written / pg);
     m.uordblks = c(p.read_faults);
@@ -532,7 +536,7 @@ pub struct sbma_timeinfo {
     pub tv_rd: f64,
     /// Writing pages back.
     pub tv_wr: f64,
-    /// Waiting for admission (0: no peers to wait for yet).
+    /// Waiting for group peers to release memory (admission).
     pub tv_ad: f64,
     /// Evicting (the write-back time).
     pub tv_ev: f64,
@@ -546,7 +550,7 @@ pub extern "C" fn SBMA_timeinfo() -> sbma_timeinfo {
         .map_or_else(sbma_timeinfo::default, |s| sbma_timeinfo {
             tv_rd: s.pager.read_ns as f64 / 1e9,
             tv_wr: s.pager.write_ns as f64 / 1e9,
-            tv_ad: 0.0,
+            tv_ad: s.pager.peer_wait_ns as f64 / 1e9,
             tv_ev: s.pager.write_ns as f64 / 1e9,
         })
 }

@@ -83,6 +83,14 @@ fn modern_api_group() {
 }
 
 #[test]
+fn original_api_shares_a_budget_by_uniq() {
+    let out = compile_and_run("original_group");
+    assert!(out.contains("original API group: ok"), "{out}");
+    assert_eq!(out.matches(": ok, ").count(), 3, "{out}");
+    print!("{out}");
+}
+
+#[test]
 fn modern_api() {
     assert!(compile_and_run("modern").contains("modern API: ok"));
 }

@@ -809,7 +809,9 @@ impl Arena {
         };
         if asked {
             Counters::add(&self.counters.peer_requests, 1);
+            let start = sys::now_ns();
             g.wait_for_release(seen, GROUP_POLL_NS);
+            Counters::add(&self.counters.peer_wait_ns, sys::now_ns() - start);
         }
         asked
     }
@@ -823,6 +825,8 @@ impl Arena {
         };
         let want = PageCount(bytes.div_ceil(self.page.bytes()).max(1));
         let n = self.evict_selected(&mut victims, want).unwrap_or(0);
+        Counters::add(&self.counters.requests_received, 1);
+        Counters::add(&self.counters.requests_honoured, u64::from(n > 0));
         Counters::add(&self.counters.pages_given_to_peers, n as u64);
         n
     }

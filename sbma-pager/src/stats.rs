@@ -41,9 +41,18 @@ pub struct Stats {
     pub resident: u64,
     /// In a group: bytes charged by all its members now.
     pub group_resident: u64,
-    /// In a group: times a fault found nothing of its own to evict and
-    /// asked peers to give memory back.
+    /// In a group: times a fault asked peers to give memory back (below
+    /// its fair share, or with nothing of its own left to evict).
     pub peer_requests: u64,
+    /// In a group: nanoseconds faults spent waiting for peers to release
+    /// memory (SBMA's admission time, `tv_ad`).
+    pub peer_wait_ns: u64,
+    /// In a group: requests from peers this process served (SBMA's
+    /// "signals received").
+    pub requests_received: u64,
+    /// In a group: served requests that freed at least one page (SBMA's
+    /// "signals honoured").
+    pub requests_honoured: u64,
     /// In a group: pages evicted because peers asked.
     pub pages_given_to_peers: u64,
     /// Dirty bytes now.
@@ -73,6 +82,9 @@ pub(crate) struct Counters {
     pub pages_prefetched: AtomicU64,
     pub pages_zeroed_ahead: AtomicU64,
     pub peer_requests: AtomicU64,
+    pub peer_wait_ns: AtomicU64,
+    pub requests_received: AtomicU64,
+    pub requests_honoured: AtomicU64,
     pub pages_given_to_peers: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
@@ -101,6 +113,9 @@ impl Counters {
             pages_prefetched: g(&self.pages_prefetched),
             pages_zeroed_ahead: g(&self.pages_zeroed_ahead),
             peer_requests: g(&self.peer_requests),
+            peer_wait_ns: g(&self.peer_wait_ns),
+            requests_received: g(&self.requests_received),
+            requests_honoured: g(&self.requests_honoured),
             pages_given_to_peers: g(&self.pages_given_to_peers),
             bytes_read: g(&self.bytes_read),
             bytes_written: g(&self.bytes_written),
