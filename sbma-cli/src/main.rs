@@ -5,6 +5,7 @@
 //!   preload shim.
 
 mod demo;
+mod janitor;
 mod run;
 
 use std::process::ExitCode;

@@ -167,6 +167,17 @@ pub fn run(o: Options) -> Result<ExitCode, String> {
     if signal_backend(&o) && std::env::var_os(OMPI_SINGLE_COPY).is_none() {
         cmd.env(OMPI_SINGLE_COPY, "none");
     }
+    let group = o
+        .env
+        .iter()
+        .find(|(k, _)| *k == "SBMA_GROUP")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("SBMA_GROUP").ok().filter(|g| !g.is_empty()));
+    if let Some(g) = group {
+        if sbma_pager::Group::check_name(&g).is_ok() {
+            crate::janitor::start(&g);
+        }
+    }
     let e = cmd.exec();
     Err(format!("cannot run `{}`: {e}", o.program[0]))
 }

@@ -238,3 +238,38 @@ fn run_group_shares_one_budget() {
     );
     drop(collector);
 }
+
+/// A group whose every member is killed leaves nothing in /dev/shm: the
+/// janitor `sbma run --group` starts removes the segment once the program
+/// and all other members are dead, without waiting for another group.
+#[test]
+fn run_group_killed_whole_leaves_nothing_behind() {
+    assert!(shim_built());
+    let group = format!("cli-killed-{}", std::process::id());
+    let segment = std::path::PathBuf::from(format!("/dev/shm/sbma-group-{group}"));
+    // The shell is a member (the shim joins at start-up); it kills itself
+    // with SIGKILL, so no exit handler runs.
+    let status = Command::new(env!("CARGO_BIN_EXE_sbma"))
+        .args(["run", "--group", &group, "--budget", "16M", "--"])
+        .args([
+            "/bin/sh",
+            "-c",
+            "test -e /dev/shm/sbma-group-$0 && kill -KILL $$",
+            &group,
+        ])
+        .status()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the member saw its group and was killed"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while segment.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !segment.exists(),
+        "the killed group's segment is still there after 10 s"
+    );
+}

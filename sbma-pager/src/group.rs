@@ -22,7 +22,8 @@
 //!   unlinks it; a joiner that opened it just before sees the mark and starts
 //!   over with a fresh one. When the last member was killed, nobody is left
 //!   to do it: every join also collects the segments of other groups whose
-//!   members are all dead. Nothing is left in `/dev/shm` once every member
+//!   members are all dead, and a watcher can call [`Group::collect`]
+//!   (`sbma run --group` starts one per program). Nothing is left in `/dev/shm` once every member
 //!   has left, or been killed and any group started since.
 //! - **The membership lock** (held only to change slots, never while
 //!   waiting for memory) stores its holder's pid: a waiter that finds the
@@ -192,6 +193,14 @@ impl Group {
                 left,
             });
         }
+    }
+
+    /// Removes group `name`'s segment if every member has died without
+    /// leaving (killed): for a watcher such as `sbma run`'s janitor, so
+    /// nothing stays in `/dev/shm` when a whole group was killed. Members
+    /// that are alive keep it.
+    pub fn collect(name: &str) -> Collected {
+        collect(name, crate::sys::process_id())
     }
 
     /// Checks a group name: 1-200 characters of `[A-Za-z0-9._-]`.
@@ -547,34 +556,59 @@ fn collect_abandoned(except: &str, me: i32) {
         let Some(group) = file.to_str().and_then(|f| f.strip_prefix("sbma-group-")) else {
             continue;
         };
-        if group == except {
-            continue;
+        if group != except {
+            collect(group, me);
         }
-        let shm = segment_name(group);
-        let Ok(fd) = rustix::shm::open(
-            shm.as_str(),
-            rustix::shm::OFlags::RDWR,
-            rustix::fs::Mode::empty(),
-        ) else {
-            continue;
-        };
-        if rustix::fs::fstat(&fd).map_or(true, |st| st.st_size as usize != SIZE) {
-            continue;
-        }
-        let Ok(seg) = map(fd.as_fd()) else { continue };
-        // SAFETY: a mapping of SIZE bytes; only atomics are used.
-        let s = unsafe { &*seg };
-        if s.magic.load(Ordering::Acquire) == MAGIC {
-            lock(s, me);
-            reap_locked(s, me);
-            if s.removed.load(Ordering::Acquire) == 0 && s.members.load(Ordering::Acquire) == 0 {
-                s.removed.store(1, Ordering::Release);
-                let _ = rustix::shm::unlink(shm.as_str());
-            }
-            unlock(s, me);
-        }
-        unmap(seg);
     }
+}
+
+/// What [`Group::collect`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Collected {
+    /// No such segment (never created, or removed already).
+    Absent,
+    /// A member is alive (or the segment is being created, or is not ours
+    /// to open): left alone.
+    Live,
+    /// Every member had died: the segment was removed now.
+    Removed,
+}
+
+/// Removes group `group`'s segment if all its members are dead.
+fn collect(group: &str, me: i32) -> Collected {
+    let shm = segment_name(group);
+    let fd = match rustix::shm::open(
+        shm.as_str(),
+        rustix::shm::OFlags::RDWR,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Collected::Absent,
+        Err(_) => return Collected::Live,
+    };
+    if rustix::fs::fstat(&fd).map_or(true, |st| st.st_size as usize != SIZE) {
+        return Collected::Live;
+    }
+    let Ok(seg) = map(fd.as_fd()) else {
+        return Collected::Live;
+    };
+    // SAFETY: a mapping of SIZE bytes; only atomics are used.
+    let s = unsafe { &*seg };
+    let mut found = Collected::Live;
+    if s.magic.load(Ordering::Acquire) == MAGIC {
+        lock(s, me);
+        reap_locked(s, me);
+        if s.removed.load(Ordering::Acquire) != 0 {
+            found = Collected::Absent;
+        } else if s.members.load(Ordering::Acquire) == 0 {
+            s.removed.store(1, Ordering::Release);
+            let _ = rustix::shm::unlink(shm.as_str());
+            found = Collected::Removed;
+        }
+        unlock(s, me);
+    }
+    unmap(seg);
+    found
 }
 
 /// Opens (or creates, with `limit`) and maps the segment, waiting until

@@ -70,7 +70,7 @@ mod uffd;
 pub use arena::{Access, is_pager_thread};
 pub use error::Error;
 pub use fault_path::in_fault_path;
-pub use group::{Group, MAX_MEMBERS, Member, segment_name};
+pub use group::{Collected, Group, MAX_MEMBERS, Member, segment_name};
 pub use memory::{Backend, FillMethod};
 pub use sbma_core;
 pub use sbma_core::PolicyKind;
