@@ -73,31 +73,137 @@ unsafe extern "C" {
 }
 
 /// glibc's own allocator, reached by the names it exports for this purpose
-/// (`__libc_malloc`, `__libc_memalign`, `__libc_free`), which an
-/// `LD_PRELOAD`ed `malloc` does not replace. It serves what the allocator
-/// must not serve from managed memory: allocations made during its own
-/// start-up and by the pager's threads.
+/// (`__libc_malloc`, `__libc_calloc`, `__libc_memalign`, `__libc_realloc`,
+/// `__libc_free`). It serves what the allocator must not serve from
+/// managed memory: allocations made during its own start-up, by the
+/// pager's threads, in forked children.
+///
+/// The functions are looked up with `dlsym(RTLD_NEXT, ...)`, not bound at
+/// link time: the preload shim exports the `__libc_*` names itself (a
+/// program calling them gets sbma's memory), and a link-time reference
+/// from inside the shim would bind to those exports and recurse. Where the
+/// lookup finds nothing (a static executable), the link-time reference is
+/// glibc's. `dlsym` does not allocate when it succeeds; if it ever did, the
+/// nested allocation on the resolving thread is served from a small static
+/// area (never freed) instead of recursing.
 pub mod fallback {
     use super::*;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A resolved glibc function (0: not yet).
+    struct Symbol {
+        name: &'static core::ffi::CStr,
+        addr: AtomicUsize,
+    }
+
+    static MALLOC: Symbol = Symbol::new(c"__libc_malloc");
+    static CALLOC: Symbol = Symbol::new(c"__libc_calloc");
+    static MEMALIGN: Symbol = Symbol::new(c"__libc_memalign");
+    static REALLOC: Symbol = Symbol::new(c"__libc_realloc");
+    static FREE: Symbol = Symbol::new(c"__libc_free");
+
+    std::thread_local! {
+        static RESOLVING: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    }
+
+    impl Symbol {
+        const fn new(name: &'static core::ffi::CStr) -> Symbol {
+            Symbol {
+                name,
+                addr: AtomicUsize::new(0),
+            }
+        }
+
+        /// The address of glibc's function; `None` while this thread is
+        /// inside `dlsym` for one of them; the link-time `fallback`
+        /// (glibc's own in any executable without the shim) if `dlsym`
+        /// finds none.
+        fn get(&self, fallback: usize) -> Option<usize> {
+            let f = self.addr.load(Ordering::Acquire);
+            if f != 0 {
+                return Some(f);
+            }
+            if RESOLVING.with(|r| r.replace(true)) {
+                return None;
+            }
+            // SAFETY: a NUL-terminated name; RTLD_NEXT from this object
+            // finds the definition after it (glibc's).
+            let found = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) } as usize;
+            RESOLVING.with(|r| r.set(false));
+            let f = if found != 0 { found } else { fallback };
+            self.addr.store(f, Ordering::Release);
+            Some(f)
+        }
+    }
+
+    /// Allocations made by `dlsym` itself while it resolves (never seen
+    /// with glibc; kept so a change there cannot recurse): a bump area.
+    mod nested {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+
+        const SIZE: usize = 64 << 10;
+        #[repr(align(64))]
+        struct Area(core::cell::UnsafeCell<[u8; SIZE]>);
+        // SAFETY: disjoint pieces are handed out by an atomic bump.
+        unsafe impl Sync for Area {}
+        static AREA: Area = Area(core::cell::UnsafeCell::new([0; SIZE]));
+        static USED: AtomicUsize = AtomicUsize::new(0);
+
+        /// `size` bytes aligned to `align` (at most 64), or null.
+        pub fn alloc(size: usize, align: usize) -> *mut u8 {
+            let align = align.clamp(16, 64);
+            let mut cur = USED.load(Ordering::Relaxed);
+            loop {
+                let start = cur.next_multiple_of(align);
+                let Some(end) = start.checked_add(size).filter(|&e| e <= SIZE) else {
+                    return core::ptr::null_mut();
+                };
+                match USED.compare_exchange_weak(cur, end, Ordering::AcqRel, Ordering::Relaxed) {
+                    // SAFETY: inside the area.
+                    Ok(_) => return unsafe { AREA.0.get().cast::<u8>().add(start) },
+                    Err(now) => cur = now,
+                }
+            }
+        }
+
+        /// Whether `p` was handed out here.
+        pub fn owns(p: *const u8) -> bool {
+            let base = AREA.0.get() as usize;
+            (base..base + SIZE).contains(&(p as usize))
+        }
+    }
 
     /// `__libc_memalign(align, size)` (or `__libc_malloc` for `align <=
     /// 16`).
     pub fn alloc(size: usize, align: usize) -> *mut u8 {
-        // SAFETY: glibc's allocator is thread-safe and takes any size; a
-        // null result is passed on.
-        unsafe {
-            if align <= crate::MIN_ALIGN {
-                __libc_malloc(size).cast()
-            } else {
-                __libc_memalign(align, size).cast()
-            }
+        type Malloc = unsafe extern "C" fn(usize) -> *mut c_void;
+        type Memalign = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+        if align <= crate::MIN_ALIGN {
+            let Some(f) = MALLOC.get(__libc_malloc as *const () as usize) else {
+                return nested::alloc(size, align);
+            };
+            // SAFETY: glibc's malloc, thread-safe, any size.
+            unsafe { core::mem::transmute::<usize, Malloc>(f)(size).cast() }
+        } else {
+            let Some(f) = MEMALIGN.get(__libc_memalign as *const () as usize) else {
+                return nested::alloc(size, align);
+            };
+            // SAFETY: glibc's memalign, thread-safe, any size.
+            unsafe { core::mem::transmute::<usize, Memalign>(f)(align, size).cast() }
         }
     }
 
     /// `__libc_calloc(n, size)`.
     pub fn calloc(n: usize, size: usize) -> *mut u8 {
-        // SAFETY: glibc's allocator checks the product and takes any size.
-        unsafe { __libc_calloc(n, size).cast() }
+        type Calloc = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+        let Some(f) = CALLOC.get(__libc_calloc as *const () as usize) else {
+            // The static area is zeroed and never reused.
+            return n
+                .checked_mul(size)
+                .map_or(core::ptr::null_mut(), |b| nested::alloc(b, 16));
+        };
+        // SAFETY: glibc's calloc checks the product and takes any size.
+        unsafe { core::mem::transmute::<usize, Calloc>(f)(n, size).cast() }
     }
 
     /// `__libc_realloc(ptr, size)`: a fallback block stays one.
@@ -106,8 +212,16 @@ pub mod fallback {
     /// `ptr` came from [`alloc`] (or glibc's malloc) and is not used again
     /// unless null is returned.
     pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
-        // SAFETY: the caller's contract.
-        unsafe { __libc_realloc(ptr.cast(), size).cast() }
+        type Realloc = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
+        if nested::owns(ptr) {
+            // Its size is unknown: it came from dlsym's start-up; keep it.
+            return core::ptr::null_mut();
+        }
+        let Some(f) = REALLOC.get(__libc_realloc as *const () as usize) else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: the caller's contract; glibc's realloc.
+        unsafe { core::mem::transmute::<usize, Realloc>(f)(ptr.cast(), size).cast() }
     }
 
     /// `__libc_free(ptr)`.
@@ -115,8 +229,17 @@ pub mod fallback {
     /// # Safety
     /// `ptr` came from [`alloc`] (or glibc's malloc) and is not used again.
     pub unsafe fn free(ptr: *mut u8) {
-        // SAFETY: the caller's contract.
-        unsafe { __libc_free(ptr.cast()) }
+        type Free = unsafe extern "C" fn(*mut c_void);
+        if nested::owns(ptr) {
+            return;
+        }
+        // While resolving, a free cannot come from dlsym's own (absent)
+        // allocations: nothing to do.
+        let Some(f) = FREE.get(__libc_free as *const () as usize) else {
+            return;
+        };
+        // SAFETY: the caller's contract; glibc's free.
+        unsafe { core::mem::transmute::<usize, Free>(f)(ptr.cast()) }
     }
 }
 

@@ -280,6 +280,52 @@ extern "C" fn memalign_from(align: usize, size: usize, caller: usize) -> *mut c_
     ALLOC.memalign(align, size).cast()
 }
 
+// glibc's own names for its allocator (`__libc_malloc`, ...): a program
+// or library that calls them gets sbma's memory like through `malloc`.
+// sbma's glibc fallback does not bind to these (it looks glibc's up with
+// dlsym(RTLD_NEXT), sbma-alloc's sys.rs).
+with_caller! {
+    /// `__libc_malloc` (glibc's name for `malloc`).
+    fn __libc_malloc(size: usize) -> *mut c_void => malloc_from, "rsi"
+}
+
+with_caller! {
+    /// `__libc_calloc`.
+    fn __libc_calloc(n: usize, size: usize) -> *mut c_void => calloc_from, "rdx"
+}
+
+with_caller! {
+    /// `__libc_realloc`.
+    fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void => realloc_from, "rdx"
+}
+
+with_caller! {
+    /// `__libc_memalign`.
+    fn __libc_memalign(align: usize, size: usize) -> *mut c_void => memalign_from, "rdx"
+}
+
+/// `__libc_free`.
+///
+/// # Safety
+/// C's contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: C's contract.
+    unsafe { ALLOC.free(p.cast()) }
+}
+
+/// `__libc_valloc`.
+#[unsafe(no_mangle)]
+pub extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
+    ALLOC.valloc(size).cast()
+}
+
+/// `__libc_pvalloc`.
+#[unsafe(no_mangle)]
+pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
+    ALLOC.pvalloc(size).cast()
+}
+
 /// `valloc(3)`.
 #[unsafe(no_mangle)]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {

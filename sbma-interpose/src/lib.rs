@@ -7,7 +7,9 @@
 //! - Exports the malloc family with glibc's semantics (`malloc`, `free`,
 //!   `calloc`, `realloc`, `reallocarray`, `posix_memalign`, `aligned_alloc`,
 //!   `memalign`, `valloc`, `pvalloc`, `malloc_usable_size`, `cfree`, C23
-//!   `free_sized`/`free_aligned_sized`, and `mallopt`, `mallinfo`,
+//!   `free_sized`/`free_aligned_sized`, glibc's `__libc_malloc`,
+//!   `__libc_calloc`, `__libc_realloc`, `__libc_memalign`, `__libc_free`,
+//!   `__libc_valloc`, `__libc_pvalloc`, and `mallopt`, `mallinfo`,
 //!   `mallinfo2`, `malloc_trim`, `malloc_stats` answering for sbma), plus
 //!   libsbma's libc I/O wrappers (`read`, `write`, `fread`, `stat`, ...), so
 //!   syscalls into evicted heap memory work.
@@ -24,11 +26,11 @@
 //! - Threads never block SIGSEGV or SIGBUS (`sigmask.rs`): a fault in a
 //!   thread that blocks them kills the process.
 //! - Allocations made while sbma itself starts, on its I/O threads and in a
-//!   forked child come from glibc (`__libc_malloc`); pointers that are not
-//!   sbma's (from glibc, from before the shim) are freed by glibc.
+//!   forked child come from glibc (its `__libc_malloc`, found with
+//!   `dlsym(RTLD_NEXT)` so the shim's own export is not it); pointers that
+//!   are not sbma's (from glibc, from before the shim) are freed by glibc.
 //!
-//! Not yet: the glibc-internal `__libc_*` names (sbma's own fallback calls
-//! them), wrappers of the calls that take a path (`open`, `access`, ...).
+//! Not yet: wrappers of the calls that take a path (`open`, `access`, ...).
 #![deny(unsafe_code)]
 
 mod caller;

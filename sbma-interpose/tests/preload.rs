@@ -267,3 +267,22 @@ fn start_up_costs_little_memory() {
         );
     }
 }
+
+/// glibc's `__libc_*` allocator names are the shim's too: their blocks are
+/// sbma's (counted by its `mallinfo2`) and mix with `malloc`/`free`; the
+/// shim's own glibc fallback still reaches glibc (no recursion).
+#[test]
+fn libc_names_allocate_from_sbma() {
+    let exe = compile("libcnames");
+    let out = Command::new(&exe)
+        .env("LD_PRELOAD", shim())
+        .env("SBMA_BUDGET", "8M")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&exe);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("libc names: ok "),
+        "{out:?}"
+    );
+}
