@@ -100,9 +100,13 @@ fn owner_of<R>(p: *const c_void, f: impl FnOnce(&SbmaAlloc) -> R) -> Option<R> {
 }
 
 /// The pager of `a` if its memory must be pinned for the kernel: not under
-/// uffd, where the kernel's own access faults the page in.
+/// uffd, where the kernel's own access faults the page in, and not in a
+/// forked child, which cannot page (the kernel then sees the child's
+/// memory as it is: resident pages work, others fail with `EFAULT`, as
+/// without the wrappers; a copy by the wrapper would abort the child).
 fn needs_pinning(a: &SbmaAlloc) -> Option<&sbma_alloc::sbma_pager::Pager> {
-    a.pager().filter(|p| p.backend() != Backend::Uffd)
+    a.pager()
+        .filter(|p| p.backend() != Backend::Uffd && !p.forked())
 }
 
 /// Whether the kernel cannot reach `p` by itself: it lies in a heap whose

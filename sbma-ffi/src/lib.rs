@@ -25,6 +25,7 @@ pub mod api;
 mod bounce;
 pub mod io;
 pub mod legacy;
+pub mod path;
 pub mod result;
 pub mod sock;
 pub mod wait;

@@ -124,6 +124,11 @@ fn libc_io_on_evicted_memory() {
 }
 
 #[test]
+fn calls_taking_paths_on_evicted_memory() {
+    on_every_backend("paths", "paths: ok");
+}
+
+#[test]
 fn event_waits_and_socket_calls_on_evicted_memory() {
     on_every_backend("waits", "waits: ok");
 }

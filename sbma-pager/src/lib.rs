@@ -691,6 +691,13 @@ impl Pager {
         }
     }
 
+    /// Whether this is a forked child's copy of the pager (it cannot page:
+    /// the backing file and the budget are the parent's; see the crate
+    /// doc).
+    pub fn forked(&self) -> bool {
+        self.arena().forked()
+    }
+
     /// Whether this process is declared blocked (always `false` outside a
     /// group).
     pub fn is_blocked(&self) -> bool {
