@@ -132,3 +132,95 @@ fn calls_taking_paths_on_evicted_memory() {
 fn event_waits_and_socket_calls_on_evicted_memory() {
     on_every_backend("waits", "waits: ok");
 }
+
+/// `sbma.pc` (rendered from `sbma.pc.in` as `install.sh` does, over this
+/// build's libraries in a scratch prefix) gives `pkg-config` the flags a C
+/// program needs, shared and static: both builds of `modern.c` run.
+#[test]
+fn pkg_config_file_builds_c_programs() {
+    let pkg_config = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("pkg-config"))
+            .find(|p| p.exists())
+    });
+    let Some(pkg_config) = pkg_config else {
+        println!("SKIPPED: pkg-config is not installed (.ci/run installs it)");
+        return;
+    };
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let tmp = std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    let prefix = tmp.join(format!("sbma-prefix-{}", std::process::id()));
+    let (libdir, includedir) = (prefix.join("lib"), prefix.join("include"));
+    std::fs::create_dir_all(libdir.join("pkgconfig")).unwrap();
+    std::fs::create_dir_all(&includedir).unwrap();
+    for lib in ["libsbma.so", "libsbma.a"] {
+        std::fs::copy(lib_dir().join(lib), libdir.join(lib)).unwrap();
+    }
+    std::fs::copy(format!("{dir}/include/sbma.h"), includedir.join("sbma.h")).unwrap();
+    let pc = std::fs::read_to_string(format!("{dir}/sbma.pc.in"))
+        .unwrap()
+        .replace("@PREFIX@", prefix.to_str().unwrap())
+        .replace("@LIBDIR@", libdir.to_str().unwrap())
+        .replace("@INCLUDEDIR@", includedir.to_str().unwrap())
+        .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+    std::fs::write(libdir.join("pkgconfig/sbma.pc"), pc).unwrap();
+
+    let flags = |args: &[&str]| -> Vec<String> {
+        let out = Command::new(&pkg_config)
+            .args(args)
+            .arg("sbma")
+            .env("PKG_CONFIG_PATH", libdir.join("pkgconfig"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pkg-config {args:?}: {out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let version = flags(&["--modversion"]);
+    assert_eq!(version, [env!("CARGO_PKG_VERSION")]);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    for (kind, link) in [
+        ("shared", flags(&["--cflags", "--libs"])),
+        ("static", {
+            let mut f = flags(&["--cflags", "--static", "--libs-only-other"]);
+            f.push(libdir.join("libsbma.a").display().to_string());
+            f.extend(
+                flags(&["--static", "--libs-only-l"])
+                    .into_iter()
+                    .filter(|l| l != "-lsbma"),
+            );
+            f
+        }),
+    ] {
+        let exe = prefix.join(format!("modern-{kind}"));
+        let status = Command::new(&cc)
+            .args(["-std=c11", "-D_GNU_SOURCE", "-O1"])
+            .arg(format!("{dir}/tests/c/modern.c"))
+            .args(&link)
+            .arg(format!("-Wl,-rpath,{}", libdir.display()))
+            .arg("-o")
+            .arg(&exe)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{kind}: cc with {link:?}");
+        let out = Command::new(&exe)
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("modern API: ok"),
+            "{kind}: {out:?}"
+        );
+        if kind == "static" {
+            let ldd = Command::new("ldd").arg(&exe).output().unwrap();
+            assert!(
+                !String::from_utf8_lossy(&ldd.stdout).contains("libsbma"),
+                "the static build loads libsbma.so"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&prefix);
+}
