@@ -27,6 +27,7 @@ pub mod io;
 pub mod legacy;
 pub mod path;
 pub mod result;
+pub mod signal;
 pub mod sock;
 pub mod wait;
 

@@ -124,6 +124,11 @@ fn libc_io_on_evicted_memory() {
 }
 
 #[test]
+fn program_signal_handlers_and_altstack_keep_paging() {
+    on_every_backend("signals", "signals: ok");
+}
+
+#[test]
 fn calls_taking_paths_on_evicted_memory() {
     on_every_backend("paths", "paths: ok");
 }

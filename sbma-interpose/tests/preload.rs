@@ -286,3 +286,193 @@ fn libc_names_allocate_from_sbma() {
         "{out:?}"
     );
 }
+
+/// The most pages any process of a run evicted (every process of a
+/// pipeline or script prints its own statistics line).
+fn max_evicted(stderr: &[u8]) -> u64 {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| l.starts_with("sbma (") && l.contains("pages evicted"))
+        .map(evicted)
+        .max()
+        .unwrap_or(0)
+}
+
+/// `program` is installed, or the test says why it skips.
+fn installed(program: &str) -> bool {
+    let found = Path::new(program).exists()
+        || std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()));
+    if !found {
+        println!("SKIPPED: {program} is not installed (.ci/run installs it)");
+    }
+    found
+}
+
+/// A slice of CPython's own test suite (lists, dicts, bytes, regular
+/// expressions) passes with the interpreter's heap four times its budget.
+/// Found here: Python's `faulthandler` installs a SIGSEGV handler and an
+/// alternate signal stack on the heap; both used to break the signal
+/// backend (libsbma's `sigaction` and `sigaltstack`, `sbma-ffi/src/signal.rs`).
+#[test]
+fn cpython_test_suite_slice_out_of_core() {
+    let python = "/usr/bin/python3";
+    if !installed(python) {
+        return;
+    }
+    let has_tests = Command::new(python)
+        .args(["-c", "import test.test_list, test.test_re"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_tests {
+        println!(
+            "SKIPPED: CPython's test suite is not installed (Debian: libpython3.X-testsuite; .ci/run installs it)"
+        );
+        return;
+    }
+    let cmd = [
+        python,
+        "-m",
+        "test",
+        "test_list",
+        "test_dict",
+        "test_bytes",
+        "test_re",
+        "-q",
+    ];
+    let (plain, shimmed) = both(&cmd, &[("SBMA_BUDGET", "8M")]);
+    assert!(plain.status.success(), "{plain:?}");
+    for (backend, out) in shimmed {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("Tests result: SUCCESS"),
+            "under the shim ({backend}): {:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let evicted = max_evicted(&out.stderr);
+        assert!(
+            evicted > 1000,
+            "{backend}: pages must go to disk: {evicted}"
+        );
+    }
+}
+
+/// sqlite3: 300,000 rows inserted into an in-memory database, indexed and
+/// queried, the database on the heap (~17 MB) through a 4 MiB budget.
+#[test]
+fn sqlite3_300k_rows_out_of_core() {
+    if !installed("sqlite3") {
+        return;
+    }
+    let sql = "CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v INTEGER); \
+        WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) \
+        INSERT INTO t SELECT x, printf('%08x', (x * 2654435761) % 4294967296), x % 977 FROM c; \
+        CREATE INDEX ik ON t(k); \
+        SELECT count(*), sum(v), max(k), min(k) FROM t; \
+        SELECT k, v FROM t WHERE k BETWEEN '10000000' AND '10400000' ORDER BY k LIMIT 3; \
+        SELECT v, count(*) FROM t GROUP BY v ORDER BY 2 DESC, 1 LIMIT 2;";
+    same_output_and_paged(both(
+        &["sqlite3", ":memory:", sql],
+        &[("SBMA_BUDGET", "4M")],
+    ));
+}
+
+/// perl: an array of 300,000 strings and a hash of 20,000 entries (~40 MB)
+/// through an 8 MiB budget. (A hash of 100,000 random-length strings took
+/// 13 s at 16 MiB: perl's allocation pattern scatters them, and random
+/// access through 16 KiB pages thrashes; see docs/benchmarks.md.)
+#[test]
+fn perl_data_out_of_core() {
+    if !installed("perl") {
+        return;
+    }
+    let script = r#"my @a; push @a, "x" x ($_ % 100) for 1..300000;
+        my $s = 0; $s += length($_) for @a;
+        my %h; $h{$_} = $_ for 1..20000; print "$s ", scalar(keys %h), "\n";"#;
+    same_output_and_paged(both(&["perl", "-e", script], &[("SBMA_BUDGET", "8M")]));
+}
+
+/// gcc: a generated C file of 500 functions compiled with -O2 gives a
+/// byte-identical object with every process of the compiler (driver, cc1,
+/// as) on a 4 MiB budget (cc1's own garbage-collected heap is mmap'd, not
+/// malloc'd: its malloc'd part is what pages).
+#[test]
+fn gcc_object_is_byte_identical_out_of_core() {
+    if !installed("gcc") {
+        return;
+    }
+    let dir = tmp().join(format!("sbma-gcc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut src = String::from("#include <stdint.h>\n");
+    let mut seed = 7u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    for i in 0..500 {
+        src += &format!("uint64_t f{i}(uint64_t x) {{\n  switch (x % 7) {{\n");
+        for k in 0..7 {
+            src += &format!(
+                "  case {k}: x = x * {}u + {}u; x ^= x >> {}; break;\n",
+                next() | 1,
+                next(),
+                next() % 62 + 1
+            );
+        }
+        src += "  }\n";
+        src += &if i == 0 {
+            "  return x;\n}\n".to_owned()
+        } else {
+            format!("  return x + f{}(x >> 3);\n}}\n", i - 1)
+        };
+    }
+    let c = dir.join("gen.c");
+    std::fs::write(&c, src).unwrap();
+    // gcc itself, not through a shell: see the note on forked children in
+    // docs/ffi.md (a shell's child that touches an evicted page of the
+    // shell's heap before exec aborts).
+    let object = |name: &str| dir.join(format!("{name}.o"));
+    let args = |name: &str| -> Vec<String> {
+        vec![
+            "gcc".into(),
+            "-O2".into(),
+            "-c".into(),
+            c.display().to_string(),
+            "-o".into(),
+            object(name).display().to_string(),
+        ]
+    };
+    let plain = Command::new("gcc")
+        .args(&args("plain")[1..])
+        .output()
+        .unwrap();
+    assert!(plain.status.success(), "{plain:?}");
+    let reference = std::fs::read(object("plain")).unwrap();
+    let (backends, _) = sbma_alloc::sbma_pager::Backend::usable();
+    for backend in backends.iter().map(|b| b.name()) {
+        let out = Command::new("gcc")
+            .args(&args(backend)[1..])
+            .env("LD_PRELOAD", shim())
+            .env("SBMA_STATS", "1")
+            .env("SBMA_BACKEND", backend)
+            .env("SBMA_BUDGET", "4M")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{backend}: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::fs::read(object(backend)).unwrap() == reference,
+            "{backend}: the object differs from the one built without the shim"
+        );
+        let evicted = max_evicted(&out.stderr);
+        assert!(evicted > 1000, "{backend}: cc1 must page: {evicted}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -70,10 +70,18 @@ mod uffd;
 pub use arena::{Access, is_pager_thread};
 pub use error::Error;
 pub use fault_path::in_fault_path;
+
+/// Gives the calling thread an alternate signal stack of sbma's (64 KiB,
+/// outside managed memory) unless it has one: for an interposed
+/// `sigaltstack` that refuses a stack in managed memory.
+pub fn ensure_altstack() {
+    altstack::ensure();
+}
 pub use group::{Collected, Group, MAX_MEMBERS, Member, segment_name};
 pub use memory::{Backend, FillMethod};
 pub use sbma_core;
 pub use sbma_core::PolicyKind;
+pub use signals::interpose as interpose_sigaction;
 pub use stats::Stats;
 
 use arena::{Arena, ArenaConfig, MemoryChoice, Workers};

@@ -34,31 +34,98 @@ use crate::registry;
 use crate::sys;
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// The previous dispositions, written before our handler is installed and
-/// only read afterwards.
+/// The dispositions faults that are not ours go to: what SIGSEGV and SIGBUS
+/// had before our handler, or what the program installed since through an
+/// interposed `sigaction` ([`interpose`]). A seqlock: written under
+/// `INSTALL`, read by the handler without a lock (it copies and retries if
+/// a write overlapped).
 struct Previous {
+    seq: AtomicU32,
     segv: UnsafeCell<MaybeUninit<libc::sigaction>>,
     bus: UnsafeCell<MaybeUninit<libc::sigaction>>,
 }
 
-// SAFETY: written only by `install` while it holds INSTALL (before the
-// handler that reads it can run), read only afterwards.
+// SAFETY: written only under INSTALL with the sequence odd; readers copy
+// and retry while the sequence is odd or has moved.
 unsafe impl Sync for Previous {}
 
 static PREVIOUS: Previous = Previous {
+    seq: AtomicU32::new(0),
     segv: UnsafeCell::new(MaybeUninit::uninit()),
     bus: UnsafeCell::new(MaybeUninit::uninit()),
 };
 
+impl Previous {
+    fn slot(&self, sig: libc::c_int) -> *mut libc::sigaction {
+        if sig == libc::SIGSEGV {
+            self.segv.get().cast()
+        } else {
+            self.bus.get().cast()
+        }
+    }
+
+    /// A consistent copy of the disposition for `sig` (set before).
+    /// Async-signal-safe.
+    fn read(&self, sig: libc::c_int) -> libc::sigaction {
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                // SAFETY: written before (acquire); a torn copy is
+                // discarded below. Volatile: the copy is really made.
+                let copy = unsafe { self.slot(sig).read_volatile() };
+                core::sync::atomic::fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == before {
+                    return copy;
+                }
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Sets the disposition for `sig`; callers hold `INSTALL`.
+    fn write(&self, sig: libc::c_int, act: &libc::sigaction) {
+        self.seq.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: exclusive under INSTALL; readers retry while odd.
+        unsafe { self.slot(sig).write_volatile(*act) };
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+}
+
 /// How many pagers need the handler.
 static INSTALL: Mutex<usize> = Mutex::new(0);
+
+type SigactionFn =
+    unsafe extern "C" fn(libc::c_int, *const libc::sigaction, *mut libc::sigaction) -> libc::c_int;
+
+/// libc's `sigaction`, past any interposer of it (the preload shim and
+/// libsbma export one that calls [`interpose`]; the pager's own calls must
+/// reach the kernel). Resolved by [`acquire`], before the handler runs.
+static REAL_SIGACTION: AtomicUsize = AtomicUsize::new(0);
+
+fn real_sigaction() -> SigactionFn {
+    let mut f = REAL_SIGACTION.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: a NUL-terminated name; RTLD_NEXT from this object finds
+        // the next definition (libc's).
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"sigaction".as_ptr()) } as usize;
+        if f == 0 {
+            // A static executable: nothing is interposed.
+            f = libc::sigaction as *const () as usize;
+        }
+        REAL_SIGACTION.store(f, Ordering::Release);
+    }
+    // SAFETY: libc's sigaction has this signature.
+    unsafe { core::mem::transmute::<usize, SigactionFn>(f) }
+}
 
 /// Installs the handler (first user) or counts one more user.
 pub fn acquire() -> Result<(), rustix::io::Errno> {
     let mut users = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     if *users == 0 {
+        let sigaction = real_sigaction();
         // SAFETY: no handler of ours is installed, so nothing reads
         // PREVIOUS concurrently; sigaction is given valid pointers.
         unsafe {
@@ -66,15 +133,14 @@ pub fn acquire() -> Result<(), rustix::io::Errno> {
             sa.sa_sigaction = handler as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
             libc::sigemptyset(&mut sa.sa_mask);
-            for (sig, prev) in [
-                (libc::SIGSEGV, PREVIOUS.segv.get()),
-                (libc::SIGBUS, PREVIOUS.bus.get()),
-            ] {
-                if libc::sigaction(sig, &sa, (*prev).as_mut_ptr()) != 0 {
+            for sig in [libc::SIGSEGV, libc::SIGBUS] {
+                let mut prev: libc::sigaction = core::mem::zeroed();
+                if sigaction(sig, &sa, &mut prev) != 0 {
                     return Err(rustix::io::Errno::from_raw_os_error(
                         std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
                     ));
                 }
+                PREVIOUS.write(sig, &prev);
             }
         }
     }
@@ -91,20 +157,60 @@ pub fn release() {
     if *users > 0 {
         return;
     }
-    for (sig, prev) in [
-        (libc::SIGSEGV, PREVIOUS.segv.get()),
-        (libc::SIGBUS, PREVIOUS.bus.get()),
-    ] {
-        // SAFETY: PREVIOUS was filled by `acquire`; sigaction gets valid
-        // pointers.
+    let sigaction = real_sigaction();
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        let prev = PREVIOUS.read(sig);
+        // SAFETY: sigaction gets valid pointers.
         unsafe {
             let mut current: libc::sigaction = core::mem::zeroed();
-            libc::sigaction(sig, core::ptr::null(), &mut current);
+            sigaction(sig, core::ptr::null(), &mut current);
             if current.sa_sigaction == handler as *const () as usize {
-                libc::sigaction(sig, (*prev).as_ptr(), core::ptr::null_mut());
+                sigaction(sig, &prev, core::ptr::null_mut());
             }
         }
     }
+}
+
+/// For an interposed `sigaction(2)` (libsbma and the preload shim export
+/// one): while sbma's handler is installed, a program that installs or
+/// asks for a SIGSEGV or SIGBUS disposition gets the one sbma chains to,
+/// not the kernel's. Its new handler then receives every fault that is not
+/// sbma's, as it would have without sbma, instead of replacing sbma's
+/// handler (Python's `faulthandler` did that, and the next fault on an
+/// evicted page killed the process). Returns `false` (the caller should
+/// call libc's `sigaction`) for other signals or without the handler.
+///
+/// Differences from the kernel's delivery, for such a handler: it runs
+/// inside sbma's handler, with sbma's signal mask and flags
+/// (`SA_RESETHAND` is not applied).
+///
+/// # Safety
+/// `act` is NULL or a valid `sigaction`; `old` NULL or writable.
+pub unsafe fn interpose(
+    sig: libc::c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> bool {
+    if sig != libc::SIGSEGV && sig != libc::SIGBUS {
+        return false;
+    }
+    // Copied before the lock: reading `act` may fault (managed memory).
+    // SAFETY: the caller's contract.
+    let new = unsafe { act.as_ref().copied() };
+    let users = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if *users == 0 {
+        return false;
+    }
+    let current = PREVIOUS.read(sig);
+    if let Some(new) = &new {
+        PREVIOUS.write(sig, new);
+    }
+    drop(users);
+    // SAFETY: the caller's contract.
+    if let Some(old) = unsafe { old.as_mut() } {
+        *old = current;
+    }
+    true
 }
 
 /// Whether the faulting access was a write, from the hardware's error
@@ -166,20 +272,15 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
 /// # Safety
 /// Called from the handler with the kernel's arguments.
 unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let prev = if sig == libc::SIGSEGV {
-        PREVIOUS.segv.get()
-    } else {
-        PREVIOUS.bus.get()
-    };
-    // SAFETY: PREVIOUS was filled before this handler was installed.
-    let prev = unsafe { (*prev).assume_init_ref() };
+    let prev = PREVIOUS.read(sig);
     let action = prev.sa_sigaction;
     if action == libc::SIG_DFL || action == libc::SIG_IGN {
         // Put the default back and return: the access faults again and the
         // kernel applies the default action (a synchronous SIGSEGV cannot
         // be ignored). The process is about to die of it anyway.
-        // SAFETY: valid pointers; sigaction is async-signal-safe.
-        unsafe { libc::sigaction(sig, prev, core::ptr::null_mut()) };
+        // SAFETY: valid pointers; libc's sigaction (resolved by `acquire`)
+        // is async-signal-safe.
+        unsafe { real_sigaction()(sig, &prev, core::ptr::null_mut()) };
     } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
         // SAFETY: an SA_SIGINFO handler has this signature.
         let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
