@@ -24,46 +24,10 @@
 #![allow(missing_docs, reason = "a benchmark binary")]
 
 use sbma_benches::limit::{Limit, drop_caches};
+use sbma_benches::tools::{build_sbma, on_path, workspace};
 use sbma_core::units::parse_size;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Builds `sbma` and the shim (release) and returns the `sbma` binary.
-fn build_sbma() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(cargo)
-        .current_dir(workspace())
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "sbma-cli",
-            "-p",
-            "sbma-interpose",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "cargo build --release -p sbma-cli -p sbma-interpose failed"
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace().join("target"), PathBuf::from);
-    target.join("release/sbma")
-}
 
 /// The cgroup's peak usage so far (v1 `memory.max_usage_in_bytes`, v2
 /// `memory.peak`), reset where the kernel allows it.

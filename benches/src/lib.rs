@@ -159,3 +159,51 @@ pub mod child {
             .collect()
     }
 }
+
+pub mod tools {
+    //! Finding programs and building the `sbma` binary and the shim for
+    //! harnesses that run other programs.
+
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// `name` on `PATH`, if there.
+    pub fn on_path(name: &str) -> Option<PathBuf> {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.exists())
+    }
+
+    /// The workspace's root.
+    pub fn workspace() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    /// Builds `sbma` and the shim (release) and returns the `sbma` binary
+    /// (the shim lies next to it).
+    pub fn build_sbma() -> PathBuf {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .current_dir(workspace())
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "sbma-cli",
+                "-p",
+                "sbma-interpose",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cargo build --release -p sbma-cli -p sbma-interpose failed"
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| workspace().join("target"), PathBuf::from);
+        target.join("release/sbma")
+    }
+}

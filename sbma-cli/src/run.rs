@@ -123,6 +123,14 @@ fn find_shim() -> Result<PathBuf, String> {
         })
 }
 
+/// CPython keeps its small objects in 256 KiB arenas it maps itself
+/// (`mmap`), not in `malloc`'d memory: under the shim they would stay
+/// outside the budget (a script with a 313 MB peak ran at 304 MB resident
+/// with a 62 MiB budget). `PYTHONMALLOC=malloc` sends every allocation
+/// through `malloc`, so the budget bounds the whole heap. Set unless the
+/// user set it; other programs ignore it.
+const PYTHON_MALLOC: &str = "PYTHONMALLOC";
+
 /// Open MPI's shared-memory transport reads large messages straight out of
 /// the sending rank's memory (`process_vm_readv`, "CMA"). Under the signal
 /// backend an evicted page there is `PROT_NONE` and the read fails with
@@ -163,6 +171,9 @@ pub fn run(o: Options) -> Result<ExitCode, String> {
     cmd.args(&o.program[1..]).env("LD_PRELOAD", preload);
     for (k, v) in &o.env {
         cmd.env(k, v);
+    }
+    if std::env::var_os(PYTHON_MALLOC).is_none() {
+        cmd.env(PYTHON_MALLOC, "malloc");
     }
     if signal_backend(&o) && std::env::var_os(OMPI_SINGLE_COPY).is_none() {
         cmd.env(OMPI_SINGLE_COPY, "none");
