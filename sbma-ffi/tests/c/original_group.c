@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include "sbma.h"
 #include "check.h"
+#include "members.h"
 
 #define MEMBERS 3
 #define BUDGET (8u << 20)
@@ -23,7 +24,14 @@ static uint64_t value(unsigned member, size_t i) {
     return x ^ (x >> 31);
 }
 
-static int member(const char *dir, int uniq, unsigned id, int joined, int go) {
+struct place {
+    const char *dir;
+    int uniq;
+};
+
+static int member(unsigned id, int joined, int go, void *ctx) {
+    const char *dir = ((struct place *)ctx)->dir;
+    int uniq = ((struct place *)ctx)->uniq;
     size_t max_mem = BUDGET / (size_t)sysconf(_SC_PAGESIZE);
     CHECK(SBMA_init(dir, uniq, 16384, MEMBERS, max_mem, 0) == 0);
     CHECK(write(joined, "j", 1) == 1);
@@ -67,39 +75,15 @@ static int member(const char *dir, int uniq, unsigned id, int joined, int go) {
 int main(void) {
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     int uniq = (int)getpid();
-    alarm(120);
-
-    int joined[2], go[2];
-    CHECK(pipe(joined) == 0 && pipe(go) == 0);
-    pid_t pids[MEMBERS];
-    for (unsigned id = 0; id < MEMBERS; id++) {
-        pids[id] = fork();
-        CHECK(pids[id] >= 0);
-        if (pids[id] == 0) {
-            alarm(120);
-            _exit(member(dir, uniq, id, joined[1], go[0]));
-        }
-    }
-    for (unsigned id = 0; id < MEMBERS; id++) {
-        char b;
-        CHECK(read(joined[0], &b, 1) == 1);
-    }
+    struct place place = {dir, uniq};
+    struct members m;
+    CHECK(members_start(&m, MEMBERS, member, &place) == 0);
     /* All three are in: a fourth process with another max_mem is refused. */
     size_t other = (BUDGET / 2) / (size_t)sysconf(_SC_PAGESIZE);
     CHECK(SBMA_init(dir, uniq, 16384, MEMBERS, other, 0) == -1);
     char msg[256];
     CHECK(sbma_last_error(msg, sizeof msg) > 0 && strstr(msg, "budget") != NULL);
-    CHECK(write(go[1], "ggg", MEMBERS) == MEMBERS);
-    int failed = 0;
-    for (unsigned id = 0; id < MEMBERS; id++) {
-        int status;
-        CHECK(waitpid(pids[id], &status, 0) == pids[id]);
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "member %u: status %d\n", id, status);
-            failed = 1;
-        }
-    }
-    CHECK(!failed);
+    CHECK(members_finish(&m) == 0);
     char seg[300];
     snprintf(seg, sizeof seg, "/dev/shm/sbma-group-uniq-%d", uniq);
     CHECK(access(seg, F_OK) != 0);
