@@ -140,6 +140,24 @@ pub(crate) fn pin(p: *const c_void, len: usize, access: Access) -> Option<Option
     }
 }
 
+/// [`pin`]s `[p, p + len)` into `guards`; `false` (errno `EFAULT`) if
+/// pinning failed.
+pub(crate) fn pin_into(
+    guards: &mut Vec<KernelGuard>,
+    p: *const c_void,
+    len: usize,
+    access: Access,
+) -> bool {
+    match pin(p, len, access) {
+        Some(Some(g)) => {
+            guards.push(g);
+            true
+        }
+        Some(None) => true,
+        None => false,
+    }
+}
+
 /// The chunk size for a transfer of `len` bytes at `p` (`len` itself when
 /// the memory is not ours).
 fn chunk(p: *const c_void, len: usize) -> usize {
@@ -809,14 +827,7 @@ fn pin_all(
 ) -> Option<Vec<KernelGuard>> {
     let mut guards = Vec::new();
     let count = usize::try_from(n).unwrap_or(0);
-    let mut add = |p: *const c_void, len: usize, a: Access| match pin(p, len, a) {
-        Some(Some(g)) => {
-            guards.push(g);
-            true
-        }
-        Some(None) => true,
-        None => false,
-    };
+    let mut add = |p: *const c_void, len: usize, a: Access| pin_into(&mut guards, p, len, a);
     if !iov.is_null() && count > 0 {
         if !add(iov.cast(), count * size_of::<libc::iovec>(), Access::Read) {
             return None;

@@ -21,8 +21,8 @@
 #![allow(unsafe_code, reason = "libc's path functions, forwarded")]
 
 use crate::bounce::Bounce;
-use crate::io::{needs_help, pin};
-use core::ffi::{c_char, c_int, c_uint, c_void};
+use crate::io::{needs_help, pin, pin_into};
+use core::ffi::{c_char, c_int, c_uint};
 use sbma_alloc::sbma_pager::{Access, KernelGuard};
 
 const PATH_MAX: usize = libc::PATH_MAX as usize;
@@ -32,6 +32,23 @@ fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// Copies the string at `s` (without its NUL) into `buf`, returning its
+/// length; `None` (with `errno = ENAMETOOLONG`) if it is `PATH_MAX` bytes
+/// or longer, as the kernel would refuse it.
+fn stack_copy(s: *const c_char, buf: &mut [u8; PATH_MAX]) -> Option<usize> {
+    // SAFETY: a NUL-terminated string (the caller's contract); ordinary
+    // loads fault it in.
+    let len = unsafe { libc::strnlen(s, PATH_MAX) };
+    if len >= PATH_MAX {
+        set_errno(libc::ENAMETOOLONG);
+        return None;
+    }
+    // SAFETY: `len` bytes of the caller's string; `buf` stays zeroed past
+    // them (the NUL).
+    unsafe { core::ptr::copy_nonoverlapping(s.cast::<u8>(), buf.as_mut_ptr(), len) };
+    Some(len)
+}
+
 /// Calls `f` with `path`, or with a copy of it on this stack when the
 /// kernel could not read it; `err` (with `errno = ENAMETOOLONG`) for a
 /// managed path longer than `PATH_MAX`.
@@ -39,17 +56,11 @@ pub(crate) fn with_path<R>(path: *const c_char, err: R, f: impl FnOnce(*const c_
     if !needs_help(path.cast()) {
         return f(path);
     }
-    // SAFETY: a NUL-terminated string (the caller's contract); ordinary
-    // loads fault it in.
-    let len = unsafe { libc::strnlen(path, PATH_MAX) };
-    if len >= PATH_MAX {
-        set_errno(libc::ENAMETOOLONG);
-        return err;
-    }
     let mut buf = [0u8; PATH_MAX];
-    // SAFETY: `len` bytes of the caller's string, then our NUL.
-    unsafe { core::ptr::copy_nonoverlapping(path.cast::<u8>(), buf.as_mut_ptr(), len) };
-    f(buf.as_ptr().cast())
+    match stack_copy(path, &mut buf) {
+        Some(_) => f(buf.as_ptr().cast()),
+        None => err,
+    }
 }
 
 /// [`with_path`] for a template the call rewrites (`mkstemp`): the copy's
@@ -58,15 +69,10 @@ fn with_template<R>(template: *mut c_char, err: R, f: impl FnOnce(*mut c_char) -
     if !needs_help(template.cast()) {
         return f(template);
     }
-    // SAFETY: as in `with_path`.
-    let len = unsafe { libc::strnlen(template, PATH_MAX) };
-    if len >= PATH_MAX {
-        set_errno(libc::ENAMETOOLONG);
-        return err;
-    }
     let mut buf = [0u8; PATH_MAX];
-    // SAFETY: as in `with_path`.
-    unsafe { core::ptr::copy_nonoverlapping(template.cast::<u8>(), buf.as_mut_ptr(), len) };
+    let Some(len) = stack_copy(template, &mut buf) else {
+        return err;
+    };
     let r = f(buf.as_mut_ptr().cast());
     // SAFETY: the caller's template holds `len` writable bytes.
     unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), template.cast::<u8>(), len) };
@@ -333,20 +339,17 @@ fn pin_vector(v: *const *const c_char, guards: &mut Vec<KernelGuard>) -> bool {
     if v.is_null() {
         return true;
     }
-    let mut add = |p: *const c_void, len: usize| match pin(p, len, Access::Read) {
-        Some(Some(g)) => {
-            guards.push(g);
-            true
-        }
-        Some(None) => true,
-        None => false,
-    };
     let mut i = 0;
     loop {
         // SAFETY: a NULL-terminated vector (exec's contract); ordinary
         // loads fault it in.
         let s = unsafe { *v.add(i) };
-        if !add(v.wrapping_add(i).cast(), size_of::<*const c_char>()) {
+        if !pin_into(
+            guards,
+            v.wrapping_add(i).cast(),
+            size_of::<*const c_char>(),
+            Access::Read,
+        ) {
             return false;
         }
         if s.is_null() {
@@ -354,7 +357,7 @@ fn pin_vector(v: *const *const c_char, guards: &mut Vec<KernelGuard>) -> bool {
         }
         // SAFETY: a NUL-terminated string.
         let len = unsafe { libc::strlen(s) } + 1;
-        if !add(s.cast(), len) {
+        if !pin_into(guards, s.cast(), len, Access::Read) {
             return false;
         }
         i += 1;
@@ -368,16 +371,27 @@ fn pin_exec(
     envp: *const *const c_char,
 ) -> Option<Vec<KernelGuard>> {
     let mut guards = Vec::new();
-    if !path.is_null() {
-        // SAFETY: a NUL-terminated string.
-        let len = unsafe { libc::strlen(path) } + 1;
-        match pin(path.cast(), len, Access::Read) {
-            Some(Some(g)) => guards.push(g),
-            Some(None) => {}
-            None => return None,
-        }
-    }
-    (pin_vector(argv, &mut guards) && pin_vector(envp, &mut guards)).then_some(guards)
+    // SAFETY: NULL or a NUL-terminated string (exec's contract).
+    let path_len = (!path.is_null()).then(|| unsafe { libc::strlen(path) } + 1);
+    let pinned = path_len.is_none_or(|len| pin_into(&mut guards, path.cast(), len, Access::Read))
+        && pin_vector(argv, &mut guards)
+        && pin_vector(envp, &mut guards);
+    pinned.then_some(guards)
+}
+
+/// Calls `call` (an exec, or `system`) with its path and vectors pinned;
+/// -1 with `errno = EFAULT` if they cannot be.
+fn exec_pinned(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    call: impl FnOnce() -> c_int,
+) -> c_int {
+    let Some(_pinned) = pin_exec(path, argv, envp) else {
+        set_errno(libc::EFAULT);
+        return -1;
+    };
+    call()
 }
 
 type ExecveFn =
@@ -396,12 +410,8 @@ pub unsafe extern "C" fn execve(
     envp: *const *const c_char,
 ) -> c_int {
     let f = crate::libc_fn!("execve", ExecveFn);
-    let Some(_pinned) = pin_exec(path, argv, envp) else {
-        set_errno(libc::EFAULT);
-        return -1;
-    };
     // SAFETY: forwarded, everything pinned.
-    unsafe { f(path, argv, envp) }
+    exec_pinned(path, argv, envp, || unsafe { f(path, argv, envp) })
 }
 
 /// `execvpe(3)`.
@@ -415,12 +425,8 @@ pub unsafe extern "C" fn execvpe(
     envp: *const *const c_char,
 ) -> c_int {
     let f = crate::libc_fn!("execvpe", ExecveFn);
-    let Some(_pinned) = pin_exec(file, argv, envp) else {
-        set_errno(libc::EFAULT);
-        return -1;
-    };
     // SAFETY: forwarded, everything pinned.
-    unsafe { f(file, argv, envp) }
+    exec_pinned(file, argv, envp, || unsafe { f(file, argv, envp) })
 }
 
 /// `execv(3)`: the environment is `environ` (not managed: libc's).
@@ -430,12 +436,8 @@ pub unsafe extern "C" fn execvpe(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
     let f = crate::libc_fn!("execv", ExecvFn);
-    let Some(_pinned) = pin_exec(path, argv, core::ptr::null()) else {
-        set_errno(libc::EFAULT);
-        return -1;
-    };
     // SAFETY: forwarded, everything pinned.
-    unsafe { f(path, argv) }
+    exec_pinned(path, argv, core::ptr::null(), || unsafe { f(path, argv) })
 }
 
 /// `execvp(3)`.
@@ -445,12 +447,8 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
     let f = crate::libc_fn!("execvp", ExecvFn);
-    let Some(_pinned) = pin_exec(file, argv, core::ptr::null()) else {
-        set_errno(libc::EFAULT);
-        return -1;
-    };
     // SAFETY: forwarded, everything pinned.
-    unsafe { f(file, argv) }
+    exec_pinned(file, argv, core::ptr::null(), || unsafe { f(file, argv) })
 }
 
 type SystemFn = unsafe extern "C" fn(*const c_char) -> c_int;
@@ -463,12 +461,10 @@ type SystemFn = unsafe extern "C" fn(*const c_char) -> c_int;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
     let f = crate::libc_fn!("system", SystemFn);
-    let Some(_pinned) = pin_exec(command, core::ptr::null(), core::ptr::null()) else {
-        set_errno(libc::EFAULT);
-        return -1;
-    };
     // SAFETY: forwarded, pinned.
-    unsafe { f(command) }
+    exec_pinned(command, core::ptr::null(), core::ptr::null(), || unsafe {
+        f(command)
+    })
 }
 
 type SpawnFn = unsafe extern "C" fn(
