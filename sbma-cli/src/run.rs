@@ -139,17 +139,22 @@ const PYTHON_MALLOC: &str = "PYTHONMALLOC";
 /// memory itself, faulting its pages in. Set unless the user set it.
 const OMPI_SINGLE_COPY: &str = "OMPI_MCA_btl_vader_single_copy_mechanism";
 
+impl Options {
+    /// The value `var` will have in the program: set by an option, else
+    /// inherited (empty counts as unset).
+    fn setting(&self, var: &str) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| *k == var)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()))
+    }
+}
+
 /// Whether the program will run on the signal backend: asked for, or
 /// chosen by `auto` because no userfaultfd opens here.
 fn signal_backend(o: &Options) -> bool {
-    let asked = o
-        .env
-        .iter()
-        .find(|(k, _)| *k == "SBMA_BACKEND")
-        .map(|(_, v)| v.clone())
-        .or_else(|| std::env::var("SBMA_BACKEND").ok())
-        .unwrap_or_default();
-    match asked.as_str() {
+    match o.setting("SBMA_BACKEND").unwrap_or_default().as_str() {
         "signal" => true,
         "uffd" => false,
         _ => sbma_pager::Backend::Uffd.available().is_err(),
@@ -178,13 +183,7 @@ pub fn run(o: Options) -> Result<ExitCode, String> {
     if signal_backend(&o) && std::env::var_os(OMPI_SINGLE_COPY).is_none() {
         cmd.env(OMPI_SINGLE_COPY, "none");
     }
-    let group = o
-        .env
-        .iter()
-        .find(|(k, _)| *k == "SBMA_GROUP")
-        .map(|(_, v)| v.clone())
-        .or_else(|| std::env::var("SBMA_GROUP").ok().filter(|g| !g.is_empty()));
-    if let Some(g) = group {
+    if let Some(g) = o.setting("SBMA_GROUP") {
         if sbma_pager::Group::check_name(&g).is_ok() {
             crate::janitor::start(&g);
         }
