@@ -23,7 +23,7 @@
 //! and the shim (`cargo build --release -p sbma-cli -p sbma-interpose`).
 #![allow(missing_docs, reason = "a benchmark binary")]
 
-use sbma_benches::limit::{Limit, drop_caches};
+use sbma_benches::limit::{Limit, command_in, drop_caches};
 use sbma_benches::tools::{build_sbma, on_path, workspace};
 use sbma_core::units::parse_size;
 use std::path::Path;
@@ -153,22 +153,16 @@ fn main() {
             cols.to_string(),
             iterations.to_string(),
         ]);
-        // Join the cgroup, then become mpirun: every rank starts inside.
-        let join = limit.as_ref().map_or_else(String::new, |l| {
-            format!("echo $$ > {} && ", l.procs().display())
-        });
         if let Some(l) = &limit {
             peak(l, true);
         }
-        let mut sh = Command::new("/bin/sh");
+        // Join the cgroup, then become mpirun: every rank starts inside.
+        let procs = limit.as_ref().map(Limit::procs);
+        let mut sh = command_in(procs.as_deref(), &cmd);
         if no_blocked {
             sh.env("STENCIL_NO_BLOCKED", "1");
         }
         let out = sh
-            .arg("-c")
-            .arg(format!("{join}exec \"$@\""))
-            .arg("sh")
-            .args(&cmd)
             .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
             .env("OMPI_MCA_btl", "self,vader")

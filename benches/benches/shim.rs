@@ -14,10 +14,10 @@
 //! [--backend auto] [--only overhead|outofcore]` (root for part 2).
 #![allow(missing_docs, reason = "a benchmark binary")]
 
-use sbma_benches::limit::{Limit, drop_caches};
+use sbma_benches::limit::{Limit, command_in, drop_caches};
 use sbma_benches::tools::{build_sbma, on_path};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Instant;
 
 const PYTHON_WORK: &str = r#"
@@ -43,18 +43,8 @@ const PYTHON_PEAK_MIB: usize = 313;
 fn run(cmd: &[String], prefix: &[String], join: Option<&Path>) -> (f64, Output) {
     let mut argv: Vec<String> = prefix.to_vec();
     argv.extend_from_slice(cmd);
-    let script = match join {
-        Some(procs) => format!("echo $$ > {} && exec \"$@\"", procs.display()),
-        None => "exec \"$@\"".into(),
-    };
     let t = Instant::now();
-    let out = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(script)
-        .arg("sh")
-        .args(&argv)
-        .output()
-        .unwrap();
+    let out = command_in(join, &argv).output().unwrap();
     (t.elapsed().as_secs_f64(), out)
 }
 

@@ -127,6 +127,19 @@ pub mod limit {
         }
     }
 
+    /// A command that runs `argv` inside the cgroup whose `cgroup.procs`
+    /// is `procs` (a shell joins it, then becomes the program, so every
+    /// process the program starts is inside too), or plainly without one.
+    pub fn command_in(procs: Option<&Path>, argv: &[String]) -> Command {
+        let join = procs.map_or_else(String::new, |p| format!("echo $$ > {} && ", p.display()));
+        let mut sh = Command::new("/bin/sh");
+        sh.arg("-c")
+            .arg(format!("{join}exec \"$@\""))
+            .arg("sh")
+            .args(argv);
+        sh
+    }
+
     /// Drops the page cache (between runs, so each starts cold).
     pub fn drop_caches() {
         let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
