@@ -32,12 +32,13 @@
 use crate::error::Error;
 use crate::lock::FutexLock;
 use crate::memory::{Backend, FillMethod, Memory, SignalMemory, UffdMemory};
+use crate::snapshot::{ChildBudget, Snapshots};
 use crate::staging::Staging;
 use crate::stats::{Counters, Stats};
 use crate::streams::Streams;
 use crate::sys;
 use crate::uffd::Uffd;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::Errno;
 use sbma_core::{
@@ -159,6 +160,11 @@ pub struct Arena {
     loading: AtomicUsize,
     /// One past the highest page ever allocated: whole-arena scans stop here.
     high_water: AtomicUsize,
+    /// One past the highest page ever made resident: every page from here
+    /// on is unbacked and idle, so scans for resident or busy pages (fork,
+    /// evict-all) stop here. (A heap takes its whole arena as one region;
+    /// this is what it has used.)
+    touched: AtomicUsize,
     /// Read-ahead: the sequential streams seen, and the largest window.
     streams: Streams,
     max_window: usize,
@@ -167,6 +173,15 @@ pub struct Arena {
     /// the arena's file and `/proc/self/mem` descriptor belong to the
     /// parent and must not be used.
     owner: i32,
+    /// Fork snapshots: the parent's live ones, and in a forked child the
+    /// one it reads through (see `snapshot`).
+    snapshots: Snapshots,
+    /// Set in a forked child (by the `pthread_atfork` child handler): the
+    /// arena then pages through `snapshots` within `child_budget`.
+    child: AtomicBool,
+    child_budget: ChildBudget,
+    /// The reclaim and policy locks are held across a fork in progress.
+    held_for_fork: AtomicBool,
     background: workers::Background,
     pub(crate) counters: Counters,
 }
@@ -227,10 +242,15 @@ impl Arena {
             reclaim: FutexLock::new(Vec::with_capacity(budget_pages + cfg.reclaim_batch + 64)),
             loading: AtomicUsize::new(0),
             high_water: AtomicUsize::new(0),
+            touched: AtomicUsize::new(0),
             streams: Streams::default(),
             max_window,
             reclaim_batch: cfg.reclaim_batch,
             owner: sys::process_id(),
+            snapshots: Snapshots::new(cfg.pages.get(), cfg.page.shift()),
+            child: AtomicBool::new(false),
+            child_budget: ChildBudget::new(),
+            held_for_fork: AtomicBool::new(false),
             background: workers::Background::new(
                 budget_pages,
                 max_window,
@@ -246,35 +266,192 @@ impl Arena {
         sys::process_id() != self.owner
     }
 
-    /// In a forked child: makes every page that is not resident and idle
-    /// inaccessible (see `fork`), so touching it faults into the handler,
-    /// which reports it, instead of reading zeros.
-    pub(crate) fn fence_after_fork(&self) {
-        let kept = |p: PageIndex| {
-            let s = self.table.state(p);
-            s.is_resident() && !s.is_busy()
-        };
-        let fence = |start: usize, end: usize| {
-            let run = PageRange::new(PageIndex(start), PageCount(end - start));
-            // SAFETY: the child's own copy of the reservation; nothing of
-            // the program runs concurrently (atfork child handler).
-            let _ = unsafe { sys::protect(self.addr(run.start), self.bytes(run), sys::Prot::None) };
-        };
-        let mut start = None;
-        let end = self.used().count.get();
-        for p in 0..end {
-            match (kept(PageIndex(p)), start) {
-                (false, None) => start = Some(p),
-                (true, Some(s)) => {
-                    fence(s, p);
-                    start = None;
-                }
-                _ => {}
+    /// Whether this is a forked child's copy of the arena, set up to page
+    /// (the child handler ran).
+    pub(crate) fn in_child(&self) -> bool {
+        self.child.load(Ordering::Relaxed)
+    }
+
+    /// Whether a forked child can read pages (it has a fork snapshot).
+    pub(crate) fn child_can_read(&self) -> bool {
+        self.in_child() && self.snapshots.readable()
+    }
+
+    /// The memory operations in force: the backend's, or in a forked
+    /// child the snapshot reader's.
+    fn mem(&self) -> &dyn Memory {
+        if self.in_child() {
+            &self.snapshots
+        } else {
+            &*self.memory
+        }
+    }
+
+    /// The budget in force: the pager's, or in a forked child its own.
+    fn budget(&self) -> &dyn Budget {
+        if self.in_child() {
+            &self.child_budget
+        } else {
+            &*self.budget
+        }
+    }
+
+    /// The group this arena's budget belongs to (never in a forked child:
+    /// the membership is the parent's).
+    pub(crate) fn group(&self) -> Option<&crate::group::Group> {
+        if self.in_child() {
+            None
+        } else {
+            self.group.as_deref()
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Fork (see `snapshot` and `fork`)
+    // ---------------------------------------------------------------
+
+    /// Prepare handler, in the forking thread: sets up the child's
+    /// snapshot (in the arena's creator only) and holds the reclaim and
+    /// policy locks across the fork, so the child gets them free and the
+    /// structures they guard whole.
+    pub(crate) fn before_fork(&self) {
+        if !self.forked() {
+            self.snapshots.prepare(self.store.as_fd());
+        }
+        if let Ok(guard) = self.reclaim.lock() {
+            core::mem::forget(guard);
+            core::mem::forget(self.policy.lock());
+            self.held_for_fork.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Parent handler: lets go of what [`before_fork`](Self::before_fork)
+    /// took.
+    pub(crate) fn after_fork_in_parent(&self) {
+        self.snapshots.after_fork_in_parent();
+        self.release_fork_locks();
+    }
+
+    fn release_fork_locks(&self) {
+        if self.held_for_fork.swap(false, Ordering::Relaxed) {
+            // SAFETY: `before_fork` took both and forgot the guards; this
+            // thread (the forking one, or the child's only thread) is the
+            // one that holds them.
+            unsafe {
+                self.policy.force_unlock();
+                self.reclaim.force_unlock();
             }
         }
-        if let Some(s) = start {
-            fence(s, end);
+    }
+
+    /// Child handler (the child's only thread, nothing else runs): turns
+    /// the inherited arena into one that pages through the fork snapshot.
+    ///
+    /// Operations other threads had in flight at the fork are settled as
+    /// if they failed (a load is undone, a write-back leaves the page
+    /// dirty, a drop completes); the pages whose memory they may have
+    /// changed are discarded. Then every page gets the protection of its
+    /// state (a userfaultfd registration does not survive fork, so under
+    /// the uffd backend clean pages become read-only and non-resident ones
+    /// inaccessible), the budget becomes the child's own, and background
+    /// threads (which do not exist here) are not used.
+    ///
+    /// # Panics
+    /// Never; if a protection cannot be set (`vm.max_map_count`), the
+    /// child aborts with one line rather than read wrong data.
+    pub(crate) fn after_fork_in_child(&self) {
+        self.release_fork_locks();
+        self.snapshots.after_fork_in_child();
+        self.background.stop_in_child();
+        self.loading.store(0, Ordering::Relaxed);
+        let uffd = self.memory.uffd().is_some();
+        let end = self.touched().count.get();
+        let mut run: Option<(usize, Protection)> = None;
+        for p in 0..=end {
+            let target = (p < end).then(|| self.settle(PageIndex(p), uffd)).flatten();
+            match (run, target) {
+                (Some((_, prot)), Some(t)) if prot == t => continue,
+                _ => {}
+            }
+            if let Some((start, prot)) = run.take() {
+                self.protect_in_child(PageRange::new(PageIndex(start), PageCount(p - start)), prot);
+            }
+            run = target.map(|t| (p, t));
         }
+        let used = self.used().count.get();
+        if uffd && end < used {
+            // Never resident: missing in the child's copy, and it must
+            // fault there too (its loads assume discarded memory).
+            self.protect_in_child(
+                PageRange::new(PageIndex(end), PageCount(used - end)),
+                Protection::None,
+            );
+        }
+        self.child_budget
+            .start(self.budget.limit(), self.table.charged_bytes(self.page));
+        self.child.store(true, Ordering::Release);
+    }
+
+    /// Settles page `p` in a new child; returns the protection to give it
+    /// (`None`: leave it, it already has the right one).
+    fn settle(&self, p: PageIndex, uffd: bool) -> Option<Protection> {
+        let s = self.table.state(p);
+        let unsettled = s.is_busy();
+        match s.op() {
+            sbma_core::Op::Idle => {}
+            sbma_core::Op::Load => {
+                self.table.apply(p, Event::LoadFailed);
+                self.table.apply(p, Event::DropComplete);
+            }
+            sbma_core::Op::WriteBack => {
+                self.table.apply(p, Event::WriteBackFailed);
+            }
+            sbma_core::Op::Drop => {
+                self.table.apply(p, Event::DropComplete);
+            }
+        }
+        let s = self.table.state(p);
+        if unsettled && !s.is_resident() {
+            // SAFETY: the child's own copy of the page; nothing else runs.
+            let _ = unsafe { sys::discard(self.addr(p), self.page.bytes()) };
+        }
+        if !uffd && !unsettled {
+            return None;
+        }
+        Some(match s.kind() {
+            sbma_core::Kind::Dirty => Protection::ReadWrite,
+            sbma_core::Kind::Clean => Protection::Read,
+            sbma_core::Kind::Unbacked | sbma_core::Kind::Evicted => Protection::None,
+        })
+    }
+
+    fn protect_in_child(&self, run: PageRange, prot: Protection) {
+        let p = match prot {
+            Protection::None => sys::Prot::None,
+            Protection::Read => sys::Prot::Read,
+            Protection::ReadWrite => sys::Prot::ReadWrite,
+        };
+        // SAFETY: the child's own copy of the reservation; nothing else of
+        // the program runs yet (atfork child handler).
+        if let Err(e) = unsafe { sys::protect(self.addr(run.start), self.bytes(run), p) } {
+            let mut num = [0u8; 20];
+            sys::die(&[
+                b"sbma: forked child cannot protect its copy of storage-backed memory (mprotect errno ",
+                sys::decimal(e.raw_os_error().unsigned_abs() as usize, &mut num),
+                b")",
+            ]);
+        }
+    }
+
+    /// Whether an eviction may take a page in state `s`: any evictable
+    /// page in the arena's creator; in a forked child only clean ones
+    /// (dirty pages could only be written to the parent's file), and only
+    /// if they can be read again (backed ones need the snapshot).
+    fn may_evict(&self, s: sbma_core::PageState) -> bool {
+        s.is_evictable()
+            && (!self.in_child()
+                || (s.kind() == sbma_core::Kind::Clean
+                    && (!s.is_backed() || self.snapshots.readable())))
     }
 
     /// Whether `addr` lies in the reservation.
@@ -294,7 +471,7 @@ impl Arena {
 
     /// The budget's limit in bytes.
     pub(crate) fn budget_limit(&self) -> usize {
-        self.budget.limit()
+        self.budget().limit()
     }
 
     /// The fault backend in use.
@@ -334,12 +511,13 @@ impl Arena {
     /// Statistics, including the budget's figures.
     pub fn stats(&self) -> Stats {
         let mut s = self.counters.snapshot();
-        s.resident = self.budget.resident() as u64;
+        s.resident = self.budget().resident() as u64;
         s.dirty = (self.table.dirty_pages().get() << self.page.shift()) as u64;
-        s.budget = self.budget.limit() as u64;
+        s.budget = self.budget().limit() as u64;
         s.backend = self.backend();
         s.backend_note = self.backend_note;
-        if let Some(g) = &self.group {
+        s.child_overcommits = self.child_budget.overcommits();
+        if let Some(g) = self.group() {
             s.group_resident = s.resident;
             s.resident = g.charged() as u64;
         }
@@ -358,19 +536,40 @@ impl Arena {
         )
     }
 
+    /// The pages that were ever resident: `[0, touched)`, within
+    /// [`used`](Self::used). Every other page is unbacked and idle.
+    pub(crate) fn touched(&self) -> PageRange {
+        let end = self
+            .touched
+            .load(Ordering::Acquire)
+            .min(self.high_water.load(Ordering::Acquire));
+        PageRange::new(PageIndex(0), PageCount(end))
+    }
+
+    /// Records that pages below `end` were made resident.
+    fn note_touched(&self, end: usize) {
+        self.touched.fetch_max(end, Ordering::AcqRel);
+    }
+
     pub(crate) fn set_allocated(&self, range: PageRange, on: bool) {
         if on {
             if let Ok(end) = range.end() {
                 self.high_water.fetch_max(end.0, Ordering::AcqRel);
             }
         }
-        for p in range.iter() {
-            let (word, bit) = (p.0 / 64, 1u64 << (p.0 % 64));
+        // A word at a time (a heap takes its whole arena, millions of
+        // pages, at start-up).
+        let (mut p, end) = (range.start.0, range.start.0 + range.count.get());
+        while p < end {
+            let (word, first) = (p / 64, p % 64);
+            let n = (64 - first).min(end - p);
+            let bits = (u64::MAX >> (64 - n)) << first;
             if on {
-                self.allocated[word].fetch_or(bit, Ordering::Release);
+                self.allocated[word].fetch_or(bits, Ordering::Release);
             } else {
-                self.allocated[word].fetch_and(!bit, Ordering::Release);
+                self.allocated[word].fetch_and(!bits, Ordering::Release);
             }
+            p += n;
         }
     }
 
@@ -394,7 +593,7 @@ impl Arena {
             return None;
         }
         let _marked = crate::fault_path::FaultPath::enter();
-        if self.forked() {
+        if self.forked() && !self.in_child() {
             return Some(Err(FaultError::Forked));
         }
         let access = match write {
@@ -460,6 +659,11 @@ impl Arena {
                 // stop them: these cannot happen.
                 Outcome::Pinned | Outcome::Illegal => unreachable!("{s:?} refused {event:?}"),
             };
+            if t.actions.contains(Actions::READ_IN) && self.in_child() && !self.child_can_read() {
+                // A forked child without a snapshot cannot read the
+                // parent's file safely.
+                return Err(FaultError::Forked);
+            }
             let charge = t.actions.contains(Actions::CHARGE);
             if charge {
                 self.charge_page()?;
@@ -470,6 +674,7 @@ impl Arena {
                 }
                 continue;
             }
+            self.note_touched(page.0 + 1);
             let counter = match access {
                 Access::Read => &self.counters.read_faults,
                 Access::Write => &self.counters.write_faults,
@@ -573,16 +778,17 @@ impl Arena {
                 break;
             };
             if same_as.is_some_and(|a| a != t.actions)
-                || self.budget.try_charge(self.page.bytes()).is_err()
+                || self.budget().try_charge(self.page.bytes()).is_err()
             {
                 break;
             }
             if self.table.commit(p, &t).is_err() {
-                self.budget.uncharge(self.page.bytes());
+                self.budget().uncharge(self.page.bytes());
                 break;
             }
             self.loading.fetch_add(1, Ordering::AcqRel);
             claimed += 1;
+            self.note_touched(p.0 + 1);
         }
         if claimed > 0 {
             self.after_charge();
@@ -718,7 +924,7 @@ impl Arena {
     }
 
     fn uncharge_loading(&self, pages: usize) {
-        self.budget.uncharge(pages << self.page.shift());
+        self.budget().uncharge(pages << self.page.shift());
         self.loading.fetch_sub(pages, Ordering::AcqRel);
     }
 
@@ -726,14 +932,14 @@ impl Arena {
         let mut group_deadline = None;
         let mut fair_asks = 0;
         loop {
-            if self.budget.try_charge(bytes).is_ok() {
+            if self.budget().try_charge(bytes).is_ok() {
                 return Ok(());
             }
             // In a group, a member below its fair share gets memory back
             // from the members over theirs (blocked ones first) before it
             // evicts its own: else a late starter would cycle through a
             // page or two while the others keep the budget.
-            if let Some(g) = &self.group {
+            if let Some(g) = self.group() {
                 if fair_asks < GROUP_FAIR_ASKS && g.below_fair_share() {
                     fair_asks += 1;
                     let want = bytes.max(self.reclaim_batch << self.page.shift());
@@ -743,7 +949,7 @@ impl Arena {
                 }
             }
             let mut victims = self.reclaim.lock().map_err(|_| FaultError::Reentered)?;
-            let short = match self.budget.try_charge(bytes) {
+            let short = match self.budget().try_charge(bytes) {
                 Ok(()) => return Ok(()),
                 Err(s) => s,
             };
@@ -760,7 +966,7 @@ impl Arena {
                 // Nothing of ours could be evicted. In a group, peers hold
                 // the budget: ask those over their share to give some back
                 // and wait (bounded) for a release.
-                if let Some(g) = &self.group {
+                if let Some(g) = self.group() {
                     let now = sys::now_ns();
                     let deadline = *group_deadline.get_or_insert(now + GROUP_WAIT_NS);
                     let want = short.deficit().max(self.page.bytes());
@@ -772,6 +978,13 @@ impl Arena {
                 // admitted) or upgrading become evictable when they
                 // finish: wait for them. With none in flight, the budget
                 // is full of pinned pages.
+                if self.in_child() {
+                    // The child holds only pages it dirtied (or pinned):
+                    // it goes over its budget rather than stop (it cannot
+                    // write them anywhere; see `snapshot`).
+                    self.child_budget.force(bytes);
+                    return Ok(());
+                }
                 if self.loading.load(Ordering::Acquire) == 0 && !self.any_busy() {
                     return Err(FaultError::NoEvictablePages);
                 }
@@ -791,7 +1004,7 @@ impl Arena {
         {
             let table = &self.table;
             let mut policy = self.policy.lock();
-            policy.select(want, &mut |p| table.state(p).is_evictable(), victims);
+            policy.select(want, &mut |p| self.may_evict(table.state(p)), victims);
         }
         self.evict_pages(victims)
     }
@@ -832,7 +1045,7 @@ impl Arena {
     }
 
     fn any_busy(&self) -> bool {
-        self.used().iter().any(|p| self.table.state(p).is_busy())
+        self.touched().iter().any(|p| self.table.state(p).is_busy())
     }
 
     // ---------------------------------------------------------------
@@ -851,16 +1064,11 @@ impl Arena {
         let mut started = 0;
         for i in 0..victims.len() {
             let p = victims[i];
-            match self.table.apply(p, Event::Evict).outcome {
-                Outcome::Apply(_) => {
-                    victims[started] = p;
-                    started += 1;
-                }
-                _ => {
-                    if self.table.state(p).is_resident() {
-                        self.policy.lock().admit(p);
-                    }
-                }
+            if self.start_eviction(p) {
+                victims[started] = p;
+                started += 1;
+            } else if self.table.state(p).is_resident() {
+                self.policy.lock().admit(p);
             }
         }
         victims.truncate(started);
@@ -879,6 +1087,23 @@ impl Arena {
         match first_error {
             Some(e) => Err(e),
             None => Ok(dropped),
+        }
+    }
+
+    /// Starts evicting `p` (puts it in `WriteBack` or `Drop`) if
+    /// [`may_evict`](Self::may_evict) lets it go; whether it started.
+    fn start_eviction(&self, p: PageIndex) -> bool {
+        loop {
+            let s = self.table.state(p);
+            if !self.may_evict(s) {
+                return false;
+            }
+            let Outcome::Apply(t) = transition(s, Event::Evict) else {
+                return false;
+            };
+            if self.table.commit(p, &t).is_ok() {
+                return true;
+            }
         }
     }
 
@@ -935,7 +1160,7 @@ impl Arena {
         let end = range
             .end()
             .map_or(0, |e| e.0)
-            .min(self.high_water.load(Ordering::Acquire));
+            .min(self.touched().count.get());
         let mut dropped = 0;
         let mut next = range.start.0;
         while next < end {
@@ -947,7 +1172,7 @@ impl Arena {
                 while next < end && victims.len() < room {
                     let p = PageIndex(next);
                     next += 1;
-                    if self.table.state(p).is_evictable() {
+                    if self.may_evict(self.table.state(p)) {
                         policy.forget(p);
                         victims.push(p);
                     }
@@ -1039,7 +1264,7 @@ impl Arena {
         };
         // Uncharge only the pages that were charged, not the whole run.
         let r = run_actions(self, run, actions.without(Actions::UNCHARGE), &mut |_| {});
-        self.budget.uncharge(charged << self.page.shift());
+        self.budget().uncharge(charged << self.page.shift());
         for p in run.iter() {
             self.end_op(p, Event::DropComplete);
         }
@@ -1071,10 +1296,10 @@ impl Arena {
     /// `UFFDIO_COPY`, writable or not, instead of a copy and a protection
     /// change.
     fn run(&self, range: PageRange, actions: Actions) -> Result<(), ActionError> {
-        let (budget, shift) = (&self.budget, self.page.shift());
+        let (budget, shift) = (self.budget(), self.page.shift());
         let mut uncharge = |n: PageCount| budget.uncharge(n.get() << shift);
         let fills = actions.contains(Actions::READ_IN) || actions.contains(Actions::ZERO_FILL);
-        if fills && self.memory.fill_grants_access() {
+        if fills && self.mem().fill_grants_access() {
             let load = Load {
                 arena: self,
                 writable: actions.contains(Actions::GRANT_WRITE),
@@ -1092,7 +1317,8 @@ impl Arena {
             self.offset(range.start),
         );
         let t0 = sys::now_ns();
-        let slot = self.staging.as_ref().map(|s| {
+        let staged = self.mem().uses_staging();
+        let slot = self.staging.as_ref().filter(|_| staged).map(|s| {
             debug_assert!(len <= s.slot_len());
             s.acquire()
         });
@@ -1100,7 +1326,7 @@ impl Arena {
         // SAFETY: the slot is ours and `len` fits in it; the target range
         // is busy and not yet accessible (see `Memory::fill`).
         let r = unsafe {
-            self.memory
+            self.mem()
                 .fill(self.store.as_fd(), off, addr, len, buf, writable)
         }
         .map_err(io);
@@ -1116,11 +1342,22 @@ impl Arena {
     fn zero_range(&self, range: PageRange, writable: bool) -> Result<(), ActionError> {
         // SAFETY: the range is busy and not yet accessible.
         unsafe {
-            self.memory
+            self.mem()
                 .zero(self.addr(range.start), self.bytes(range), writable)
         }
         .map_err(io)?;
         Counters::add(&self.counters.pages_zeroed, range.count.get() as u64);
+        Ok(())
+    }
+
+    /// Copies slots about to be rewritten aside for forked children that
+    /// may still read them (see `snapshot`).
+    fn preserve(&self, offset: u64, len: u64) -> Result<(), ActionError> {
+        let n = self
+            .snapshots
+            .preserve(self.store.as_fd(), offset, len)
+            .map_err(io)?;
+        Counters::add(&self.counters.pages_preserved, n as u64);
         Ok(())
     }
 
@@ -1136,10 +1373,10 @@ impl Arena {
             return Err(format!("{} pages busy at rest", census.busy));
         }
         let charged = self.table.charged_bytes(self.page);
-        if self.budget.resident() < charged {
+        if self.budget().resident() < charged {
             return Err(format!(
                 "budget {} B below resident pages {} B",
-                self.budget.resident(),
+                self.budget().resident(),
                 charged
             ));
         }
@@ -1199,7 +1436,7 @@ impl PageBackend for Arena {
         // SAFETY: the range is inside the reservation and busy (no other
         // thread changes it); managed memory is only reached by raw pointers.
         unsafe {
-            self.memory
+            self.mem()
                 .protect(self.addr(range.start), self.bytes(range), prot)
         }
         .map_err(|errno| ActionError {
@@ -1222,7 +1459,12 @@ impl PageBackend for Arena {
             self.bytes(range),
             self.offset(range.start),
         );
+        if self.in_child() {
+            // Never reached (`may_evict`): the file is the parent's.
+            return Err(io(Errno::ROFS));
+        }
         let t0 = sys::now_ns();
+        self.preserve(off, len as u64)?;
         // SAFETY: the run is write-protected and busy: nobody writes it
         // while the kernel copies it out.
         let r = unsafe { sys::write_full(self.store.as_fd(), addr, len, off) }.map_err(io);
@@ -1239,19 +1481,20 @@ impl PageBackend for Arena {
         // SAFETY: the range is busy and inaccessible; its contents are
         // either in the store or meant to be dropped.
         unsafe {
-            self.memory
+            self.mem()
                 .discard(self.addr(range.start), self.bytes(range))
         }
         .map_err(io)
     }
 
     fn punch_hole(&self, range: PageRange) -> Result<(), ActionError> {
-        sys::punch_hole(
-            self.store.as_fd(),
-            self.offset(range.start),
-            self.bytes(range) as u64,
-        )
-        .map_err(io)
+        if self.in_child() {
+            // The file is the parent's: leave its slots alone.
+            return Ok(());
+        }
+        let (off, len) = (self.offset(range.start), self.bytes(range) as u64);
+        self.preserve(off, len)?;
+        sys::punch_hole(self.store.as_fd(), off, len).map_err(io)
     }
 }
 

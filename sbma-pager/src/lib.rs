@@ -35,12 +35,19 @@
 //! one-line message naming the address and the errno, explicit calls return
 //! [`Error`].
 //!
-//! After `fork`, the child can keep using the pages that were resident at
-//! the fork (plain copy-on-write memory), but nothing can be paged: the
-//! backing file belongs to the parent. Touching a non-resident page in the
-//! child aborts with a one-line message; API calls return
-//! [`Error::Forked`]; dropping regions or the pager in the child leaves the
-//! parent's file alone.
+//! After `fork`, the child keeps paging its copy of the memory: pages
+//! are read from the parent's backing file through a *fork snapshot* (the
+//! parent copies a slot aside before rewriting it while the child has not
+//! exec'd, so the child always reads the data of its fork), clean pages are
+//! dropped to stay within the budget, and pages the child dirties stay
+//! resident (it cannot write the parent's file; a child dirtying more than
+//! the budget goes over it). [`Pager::touch`] and
+//! [`Pager::prepare_for_kernel`] work in the child; allocation, explicit
+//! eviction and clearing return [`Error::Forked`]; dropping regions or the
+//! pager in the child leaves the parent's file alone. With more than
+//! 16 children alive that have not exec'd, a further child gets no
+//! snapshot and aborts with a one-line message when it touches a page it
+//! would have to read. See `docs/fork.md`.
 //!
 //! Syscalls writing into managed memory (`read`, `stat`, ...) would fail
 //! with `EFAULT` on an inaccessible page: use [`Pager::prepare_for_kernel`]
@@ -61,6 +68,7 @@ mod region;
 mod registry;
 mod service;
 mod signals;
+mod snapshot;
 mod staging;
 mod stats;
 mod streams;
@@ -366,8 +374,8 @@ impl PagerBuilder {
             signals::release();
             return Err(Error::TooManyArenas);
         };
+        fork::watch();
         let service = if arena.uffd().is_some() {
-            fork::watch();
             match Service::start(&arena) {
                 Ok(s) => Some(s),
                 Err(source) => {
@@ -566,10 +574,11 @@ impl Pager {
     }
 
     /// The page range covering `[addr, addr + len)`, if it lies in live
-    /// regions (and this is the process that created the pager).
+    /// regions (and this is the process that created the pager, or a
+    /// forked child of it that pages: see the crate doc).
     fn pages(&self, addr: *const u8, len: usize) -> Result<PageRange, Error> {
         let a = self.arena();
-        if a.forked() {
+        if a.forked() && !a.in_child() {
             return Err(Error::Forked);
         }
         let base = a.base() as usize;
@@ -644,6 +653,9 @@ impl Pager {
     /// pages stay dirty and resident).
     #[doc(alias = "mevict")]
     pub fn evict(&self, addr: *const u8, len: usize) -> Result<usize, Error> {
+        if self.arena().forked() {
+            return Err(Error::Forked);
+        }
         let range = self.pages(addr, len)?;
         self.arena().evict(range)
     }
@@ -669,6 +681,9 @@ impl Pager {
     /// [`Error::InvalidRange`]; [`Error::Pinned`] if such a page is pinned.
     #[doc(alias = "mclear")]
     pub fn clear(&self, addr: *const u8, len: usize) -> Result<(), Error> {
+        if self.arena().forked() {
+            return Err(Error::Forked);
+        }
         let outer = self.pages(addr, len)?;
         let page = self.arena().page_size();
         let start = (addr as usize) - self.arena().base() as usize;
@@ -694,16 +709,31 @@ impl Pager {
     /// (SBMA's `sigon`/`sigoff`). No effect outside a group. See also
     /// [`blocked`](Self::blocked).
     pub fn set_blocked(&self, on: bool) {
-        if let Some(g) = &self.arena().group {
+        if let Some(g) = self.arena().group() {
             g.set_blocked(on);
         }
     }
 
-    /// Whether this is a forked child's copy of the pager (it cannot page:
-    /// the backing file and the budget are the parent's; see the crate
-    /// doc).
+    /// Whether this is a forked child's copy of the pager (it pages
+    /// through a fork snapshot, read-only, and cannot allocate, evict or
+    /// clear: see the crate doc).
     pub fn forked(&self) -> bool {
         self.arena().forked()
+    }
+
+    /// Whether a syscall that reads or writes non-resident managed memory
+    /// would fail with `EFAULT` here, so buffers must go through
+    /// [`prepare_for_kernel`](Self::prepare_for_kernel) first: under the
+    /// signal backend, and in a forked child that pages (whatever the
+    /// backend: userfaultfd does not follow a fork). `false` in a child
+    /// that cannot load pages (nothing could help it) and under uffd.
+    pub fn kernel_needs_help(&self) -> bool {
+        let a = self.arena();
+        if a.forked() {
+            a.child_can_read()
+        } else {
+            a.backend() != Backend::Uffd
+        }
     }
 
     /// Whether this process is declared blocked (always `false` outside a
@@ -722,7 +752,7 @@ impl Pager {
 
     /// The group this pager shares its budget with, if any.
     pub fn group(&self) -> Option<&Group> {
-        self.arena().group.as_deref()
+        self.arena().group()
     }
 
     /// Statistics: faults, I/O, evictions, resident/dirty/peak bytes.

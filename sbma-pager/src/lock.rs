@@ -67,6 +67,21 @@ impl<T> FutexLock<T> {
     }
 }
 
+impl<T> FutexLock<T> {
+    /// Releases the lock without a guard (one taken by `lock` and
+    /// forgotten, held across a `fork`).
+    ///
+    /// # Safety
+    /// The lock is held, by the caller's logic, and no guard for it
+    /// exists.
+    pub unsafe fn force_unlock(&self) {
+        self.owner.store(0, Ordering::Relaxed);
+        if self.state.swap(0, Ordering::Release) == 2 {
+            sys::futex_wake(&self.state, 1);
+        }
+    }
+}
+
 /// Access to the data while the lock is held.
 pub struct FutexGuard<'a, T> {
     lock: &'a FutexLock<T>,

@@ -303,7 +303,7 @@ pub(crate) fn fatal(addr: usize, e: FaultError) -> ! {
         FaultError::NoEvictablePages => b"the budget is full and every resident page is pinned",
         FaultError::Reentered => b"managed memory touched while this thread holds the pager's eviction lock (signal handler?)",
         FaultError::Forked => {
-            b"storage-backed memory that is not resident touched in a forked child (sbma memory cannot be paged after fork: exec, or use posix_spawn)"
+            b"storage-backed memory that is not resident touched in a forked child that has no fork snapshot (16 children that have not exec'd hold them all, or the child was not made by fork)"
         }
     };
     let errno = match e {

@@ -55,6 +55,12 @@ pub struct Stats {
     pub requests_honoured: u64,
     /// In a group: pages evicted because peers asked.
     pub pages_given_to_peers: u64,
+    /// Pages whose backing-file slot was copied aside before a rewrite,
+    /// for forked children that had not exec'd yet (see `docs/fork.md`).
+    pub pages_preserved: u64,
+    /// In a forked child: loads admitted past the budget because the child
+    /// held only pages it had dirtied (which it cannot write back).
+    pub child_overcommits: u64,
     /// Dirty bytes now.
     pub dirty: u64,
     /// Highest number of bytes charged at once.
@@ -86,6 +92,7 @@ pub(crate) struct Counters {
     pub requests_received: AtomicU64,
     pub requests_honoured: AtomicU64,
     pub pages_given_to_peers: AtomicU64,
+    pub pages_preserved: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub read_ns: AtomicU64,
@@ -117,6 +124,7 @@ impl Counters {
             requests_received: g(&self.requests_received),
             requests_honoured: g(&self.requests_honoured),
             pages_given_to_peers: g(&self.pages_given_to_peers),
+            pages_preserved: g(&self.pages_preserved),
             bytes_read: g(&self.bytes_read),
             bytes_written: g(&self.bytes_written),
             read_ns: g(&self.read_ns),

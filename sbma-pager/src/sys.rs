@@ -87,10 +87,29 @@ pub fn map_rw(len: usize) -> Result<*mut u8, Errno> {
     Ok(p.cast())
 }
 
+/// Allocates `len` bytes of read-write anonymous memory shared with
+/// future forks (fork snapshots' bitmaps): `MAP_SHARED|MAP_ANONYMOUS`,
+/// zeroed.
+///
+/// # Errors
+/// `ENOMEM`.
+pub fn map_shared(len: usize) -> Result<*mut u8, Errno> {
+    // SAFETY: as in `reserve`.
+    let p = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+        )
+    }?;
+    Ok(p.cast())
+}
+
 /// Unmaps `[addr, addr + len)`: `munmap`.
 ///
 /// # Safety
-/// The range was returned by [`reserve`] or [`map_rw`] and nothing uses it
+/// The range was returned by [`reserve`], [`map_rw`] or [`map_shared`] and nothing uses it
 /// any more.
 pub unsafe fn unmap(addr: *mut u8, len: usize) -> Result<(), Errno> {
     // SAFETY: forwarded to the caller.

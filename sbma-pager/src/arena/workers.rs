@@ -102,6 +102,12 @@ impl Background {
         self.on.load(Ordering::Relaxed)
     }
 
+    /// In a forked child: the threads do not exist there, so nothing may
+    /// be posted to them (a posted prefetch would never complete).
+    pub(super) fn stop_in_child(&self) {
+        self.on.store(false, Ordering::SeqCst);
+    }
+
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }

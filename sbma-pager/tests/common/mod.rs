@@ -5,6 +5,8 @@
 )]
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod scenario;
+
 /// Bytes of `[addr, addr + len)` the kernel has resident (`mincore`).
 pub fn resident_bytes(addr: *const u8, len: usize) -> usize {
     let os = 4096;
