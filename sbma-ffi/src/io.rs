@@ -28,7 +28,7 @@ use crate::api::sbma_t;
 use core::ffi::{CStr, c_char, c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use sbma_alloc::SbmaAlloc;
-use sbma_alloc::sbma_pager::{Access, Backend, KernelGuard};
+use sbma_alloc::sbma_pager::{Access, KernelGuard};
 
 /// Live instances of the modern API (the wrappers look in them).
 static INSTANCES: [AtomicPtr<sbma_t>; 64] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 64];
@@ -99,14 +99,18 @@ fn owner_of<R>(p: *const c_void, f: impl FnOnce(&SbmaAlloc) -> R) -> Option<R> {
     None
 }
 
-/// The pager of `a` if its memory must be pinned for the kernel: not under
-/// uffd, where the kernel's own access faults the page in, and not in a
-/// forked child, which cannot page (the kernel then sees the child's
-/// memory as it is: resident pages work, others fail with `EFAULT`, as
-/// without the wrappers; a copy by the wrapper would abort the child).
+/// The pager of `a` if its memory must be pinned for the kernel
+/// ([`Pager::kernel_needs_help`]): under the signal backend, and in a
+/// forked child that pages (whatever the backend: userfaultfd does not
+/// follow a fork). Not under uffd in the parent, where the kernel's own
+/// access faults the page in, and not in a child without a fork snapshot,
+/// which cannot load pages (the kernel then sees its memory as it is:
+/// resident pages work, others fail with `EFAULT`, as without the
+/// wrappers; a copy by the wrapper would abort the child).
+///
+/// [`Pager::kernel_needs_help`]: sbma_alloc::sbma_pager::Pager::kernel_needs_help
 fn needs_pinning(a: &SbmaAlloc) -> Option<&sbma_alloc::sbma_pager::Pager> {
-    a.pager()
-        .filter(|p| p.backend() != Backend::Uffd && !p.forked())
+    a.pager().filter(|p| p.kernel_needs_help())
 }
 
 /// Whether the kernel cannot reach `p` by itself: it lies in a heap whose

@@ -29,6 +29,7 @@ pub mod path;
 pub mod result;
 pub mod signal;
 pub mod sock;
+pub mod vfork;
 pub mod wait;
 
 pub use sbma_alloc as alloc;

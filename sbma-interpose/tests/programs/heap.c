@@ -109,8 +109,7 @@ int main(void) {
     for (int k = 0; k < 2; k++)
         CHECK(pthread_join(t[k], NULL) == 0);
     /* fork: the child allocates and works with new memory and exits
-     * cleanly. (It may not read inherited blocks that are evicted: sbma
-     * cannot page in a forked child; that aborts with a message.) */
+     * cleanly (fork.c has children reading the inherited heap). */
     pid_t pid = fork();
     if (pid == 0) {
         char *c = malloc(1 << 20);
