@@ -68,11 +68,18 @@ fn evicted(line: &str) -> u64 {
 
 /// Compiles `tests/programs/<name>.c`; returns the executable's path.
 fn compile(name: &str) -> PathBuf {
+    compile_with(name, &[])
+}
+
+/// [`compile`] with extra compiler arguments (`-shared -fPIC` for a
+/// library).
+fn compile_with(name: &str, extra: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/programs/{name}.c"));
     let exe = tmp().join(format!("sbma-{name}-{}", std::process::id()));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let ok = Command::new(&cc)
         .args(["-O1", "-Wall", "-Werror", "-pthread"])
+        .args(extra)
         .arg(&src)
         .arg("-o")
         .arg(&exe)
@@ -113,6 +120,33 @@ fn forked_children_read_their_heap_out_of_core() {
     let runs = both(&[exe.to_str().unwrap()], &[("SBMA_BUDGET", "8M")]);
     let _ = std::fs::remove_file(&exe);
     same_output_and_paged(runs);
+}
+
+/// Exit paths and dlopen with a heap eight times the budget
+/// (`tests/programs/lifecycle.c`, `plugin.c`): a library whose constructor
+/// and destructor allocate and free is dlopen'd, used, dlclose'd and
+/// loaded again; a thread exits leaving blocks for main to free; an atexit
+/// handler and a destructor check and free memory pushed out long before;
+/// the process ends by returning from main, and by `exit` on another
+/// thread.
+#[test]
+fn dlopen_and_exit_paths_out_of_core() {
+    let plugin = compile_with("plugin", &["-shared", "-fPIC"]);
+    let exe = compile("lifecycle");
+    for how in ["return", "thread-exit"] {
+        let runs = both(
+            &[exe.to_str().unwrap(), plugin.to_str().unwrap(), how],
+            &[("SBMA_BUDGET", "8M")],
+        );
+        assert!(
+            String::from_utf8_lossy(&runs.0.stdout).ends_with("destructor: ok\n"),
+            "{how}: {:?}",
+            runs.0
+        );
+        same_output_and_paged(runs);
+    }
+    let _ = std::fs::remove_file(&exe);
+    let _ = std::fs::remove_file(&plugin);
 }
 
 /// git: init, add and commit 1,500 generated files, a second commit, fsck,
