@@ -1,10 +1,10 @@
 //! A per-thread alternate signal stack, so the fault handler runs on known
 //! stack space even when a thread faults deep in its own stack.
 //!
-//! Rust's standard library already gives every thread it starts an
-//! alternate stack (for its stack-overflow report); threads that have one
-//! keep it. For others (threads created by C code), [`ensure`] installs a
-//! 64 KiB stack with a guard page below it, freed when the thread exits. It
+//! [`ensure`] installs a 64 KiB stack with a guard page below it, freed
+//! when the thread exits, on threads that have none (threads created by C
+//! code) or only a small one (Rust's standard library gives its threads
+//! one of `SIGSTKSZ`, too small for the fault path). It
 //! is called lazily from the pager's entry points on the calling thread;
 //! a thread that faults without ever having called into the pager runs the
 //! handler on its own stack, which the handler keeps small (no buffers on
@@ -16,6 +16,14 @@ use std::cell::Cell;
 
 const STACK: usize = 64 << 10;
 const GUARD: usize = 4096;
+/// An alternate stack at least this large is kept. Rust's standard
+/// library gives its threads one of `SIGSTKSZ` (8 KiB, or the kernel's
+/// `AT_MINSIGSTKSZ` if larger), for its stack-overflow message: the fault
+/// path, which may evict and write back (and copy slots aside for forked
+/// children), needs more (a 4 KiB buffer there overflowed it), so that
+/// one is replaced. Rust's own exit hook disables whatever alternate stack
+/// is installed and frees its own memory; this module's frees ours.
+const MIN_KEPT: usize = 32 << 10;
 
 struct AltStack {
     base: Cell<*mut u8>,
@@ -57,8 +65,11 @@ pub fn ensure() {
         if unsafe { libc::sigaltstack(core::ptr::null(), &mut old) } != 0 {
             return;
         }
-        if old.ss_flags & libc::SS_DISABLE == 0 {
-            return; // the thread has one (Rust's own, or its creator's)
+        if old.ss_flags & libc::SS_ONSTACK != 0 {
+            return; // running on it: it cannot be changed now
+        }
+        if old.ss_flags & libc::SS_DISABLE == 0 && old.ss_size >= MIN_KEPT {
+            return; // the thread has a large enough one (its creator's)
         }
         let Ok(base) = sys::map_rw(STACK + GUARD) else {
             return;

@@ -595,3 +595,32 @@ fn sequential_first_writes_claim_fresh_pages_ahead_on(b: Variant) {
     assert_eq!(s.write_faults - before.write_faults, 7, "{b:?}");
     pager.check_invariants().unwrap();
 }
+
+/// A thread that uses a pager gets an alternate signal stack of at least
+/// 64 KiB for the fault handler, replacing the 8 KiB one Rust's standard
+/// library gives its threads (the fault path's write-back overflowed that
+/// one once a 4 KiB buffer was on it).
+#[test]
+fn the_fault_handler_gets_a_large_alternate_stack() {
+    let size = || {
+        // SAFETY: querying the thread's alternate stack into a valid struct.
+        let mut ss: libc::stack_t = unsafe { core::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::sigaltstack(core::ptr::null(), &mut ss) }, 0);
+        (ss.ss_flags & libc::SS_DISABLE == 0).then_some(ss.ss_size)
+    };
+    std::thread::spawn(move || {
+        let before = size();
+        let pager = pager(Variant::Signal(sbma_pager::FillMethod::SelfMem), 4);
+        let region = pager.alloc(16 * PAGE).unwrap();
+        fill(region.as_mut_ptr(), region.len(), 3);
+        assert_eq!(check(region.as_mut_ptr(), region.len(), 3), 0);
+        let after = size();
+        assert!(
+            after.is_some_and(|s| s >= 64 << 10),
+            "alternate stack {before:?} -> {after:?} bytes"
+        );
+    })
+    .join()
+    .unwrap();
+}
