@@ -121,6 +121,22 @@ fn main() {
             s(&["/bin/sh", "-c", &format!("xz -1 -c {t} | xz -d | wc -c")]),
         ),
     ];
+    let mut programs = programs;
+    if on_path("git").is_some() {
+        // init, add, commit 500 generated files, fsck: a shell and a dozen
+        // git processes, most of them short (start-up and fork costs).
+        let script = format!(
+            r#"set -e
+            export GIT_AUTHOR_DATE=2026-01-01T00:00:00Z GIT_COMMITTER_DATE=2026-01-01T00:00:00Z
+            export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+            top=$(mktemp -d {}/git.XXXXXX); trap 'rm -rf "$top"' EXIT
+            cd "$top"; git init -q r; cd r; git config user.email t@example.com; git config user.name t
+            i=0; while [ $i -lt 500 ]; do seq $i $((i + 300)) > f$i; i=$((i + 1)); done
+            git add .; git commit -q -m one; git fsck --full; git rev-parse HEAD"#,
+            dir.display()
+        );
+        programs.push(("git", s(&["/bin/sh", "-c", &script])));
+    }
 
     if only.is_empty() || only == "overhead" {
         println!(

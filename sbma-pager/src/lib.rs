@@ -728,11 +728,18 @@ impl Pager {
     /// backend: userfaultfd does not follow a fork). `false` in a child
     /// that cannot load pages (nothing could help it) and under uffd.
     pub fn kernel_needs_help(&self) -> bool {
+        // Cheapest checks first: this runs on every wrapped libc call, and
+        // `forked` is a getpid syscall.
         let a = self.arena();
-        if a.forked() {
+        if a.in_child() {
             a.child_can_read()
+        } else if a.backend() == Backend::Uffd {
+            // Only a child that ran no fork handler gets here (vfork,
+            // clone): it shares the registered memory, whose faults the
+            // parent's service threads resolve.
+            false
         } else {
-            a.backend() != Backend::Uffd
+            !a.forked()
         }
     }
 
