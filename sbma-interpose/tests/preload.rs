@@ -90,12 +90,18 @@ fn compile_with(name: &str, extra: &[&str]) -> PathBuf {
     exe
 }
 
-#[test]
-fn c_program_heap_four_times_the_budget() {
-    let exe = compile("heap");
-    let runs = both(&[exe.to_str().unwrap()], &[("SBMA_BUDGET", "16M")]);
+/// Compiles `tests/programs/<name>.c`, runs it plainly and under the shim
+/// with `SBMA_BUDGET=budget`: see [`same_output_and_paged`].
+fn c_program_same_output_and_paged(name: &str, budget: &str) {
+    let exe = compile(name);
+    let runs = both(&[exe.to_str().unwrap()], &[("SBMA_BUDGET", budget)]);
     let _ = std::fs::remove_file(&exe);
     same_output_and_paged(runs);
+}
+
+#[test]
+fn c_program_heap_four_times_the_budget() {
+    c_program_same_output_and_paged("heap", "16M");
 }
 
 /// Without serving libc's and ld.so's own allocations from glibc, a new
@@ -103,10 +109,7 @@ fn c_program_heap_four_times_the_budget() {
 /// its signals blocked (found with coreutils `sort`).
 #[test]
 fn threads_start_while_the_heap_is_pushed_out() {
-    let exe = compile("threads");
-    let runs = both(&[exe.to_str().unwrap()], &[("SBMA_BUDGET", "8M")]);
-    let _ = std::fs::remove_file(&exe);
-    same_output_and_paged(runs);
+    c_program_same_output_and_paged("threads", "8M");
 }
 
 /// fork with the heap six times the budget: three children and a
@@ -116,10 +119,7 @@ fn threads_start_while_the_heap_is_pushed_out() {
 /// of an evicted block aborted the child.
 #[test]
 fn forked_children_read_their_heap_out_of_core() {
-    let exe = compile("fork");
-    let runs = both(&[exe.to_str().unwrap()], &[("SBMA_BUDGET", "8M")]);
-    let _ = std::fs::remove_file(&exe);
-    same_output_and_paged(runs);
+    c_program_same_output_and_paged("fork", "8M");
 }
 
 /// Exit paths and dlopen with a heap eight times the budget

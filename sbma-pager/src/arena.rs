@@ -426,11 +426,7 @@ impl Arena {
     }
 
     fn protect_in_child(&self, run: PageRange, prot: Protection) {
-        let p = match prot {
-            Protection::None => sys::Prot::None,
-            Protection::Read => sys::Prot::Read,
-            Protection::ReadWrite => sys::Prot::ReadWrite,
-        };
+        let p = sys::Prot::from(prot);
         // SAFETY: the child's own copy of the reservation; nothing else of
         // the program runs yet (atfork child handler).
         if let Err(e) = unsafe { sys::protect(self.addr(run.start), self.bytes(run), p) } {

@@ -216,11 +216,29 @@ impl SignalMemory {
     }
 }
 
-fn prot(p: Protection) -> Prot {
-    match p {
-        Protection::None => Prot::None,
-        Protection::Read => Prot::Read,
-        Protection::ReadWrite => Prot::ReadWrite,
+/// The `Remap` fill: `read` fills a fresh private mapping of `len` bytes,
+/// which is made inaccessible, then moved over `addr` (so the target only
+/// becomes visible through a later protect). Used by the signal backend's
+/// [`FillMethod::Remap`] and by a forked child (`snapshot`).
+///
+/// # Safety
+/// As [`Memory::fill`]: the target range is busy and inaccessible.
+pub(crate) unsafe fn fill_by_remap(
+    addr: *mut u8,
+    len: usize,
+    read: impl FnOnce(*mut u8) -> Result<(), Errno>,
+) -> Result<(), Errno> {
+    let tmp = sys::map_rw(len)?;
+    // SAFETY: `tmp` is a fresh private mapping of `len` bytes, ours alone
+    // until it replaces the target (the caller's).
+    unsafe {
+        let r = read(tmp)
+            .and_then(|()| sys::protect(tmp, len, Prot::None))
+            .and_then(|()| sys::move_mapping(tmp, addr, len));
+        if r.is_err() {
+            let _ = sys::unmap(tmp, len);
+        }
+        r
     }
 }
 
@@ -231,7 +249,7 @@ impl Memory for SignalMemory {
 
     unsafe fn protect(&self, addr: *mut u8, len: usize, p: Protection) -> Result<(), Errno> {
         // SAFETY: forwarded to the caller.
-        unsafe { sys::protect(addr, len, prot(p)) }
+        unsafe { sys::protect(addr, len, Prot::from(p)) }
     }
 
     unsafe fn fill(
@@ -253,21 +271,9 @@ impl Memory for SignalMemory {
                     sys::write_full(mem.as_fd(), staging, len, addr as u64)
                 }
             }
-            _ => {
-                let tmp = sys::map_rw(len)?;
-                // SAFETY: `tmp` is a fresh private mapping of `len` bytes.
-                // It is made inaccessible before it replaces the target, so
-                // the page becomes visible only through a later protect.
-                unsafe {
-                    let r = sys::read_full(store, tmp, len, offset)
-                        .and_then(|()| sys::protect(tmp, len, Prot::None))
-                        .and_then(|()| sys::move_mapping(tmp, addr, len));
-                    if r.is_err() {
-                        let _ = sys::unmap(tmp, len);
-                    }
-                    r
-                }
-            }
+            // SAFETY: the target is busy and inaccessible (caller); `tmp` is
+            // the fresh mapping of `len` bytes `fill_by_remap` hands over.
+            _ => unsafe { fill_by_remap(addr, len, |tmp| sys::read_full(store, tmp, len, offset)) },
         }
     }
 

@@ -190,12 +190,18 @@ impl Snapshots {
         // The write end stays open: it is what tells the parent we live.
         self.pending_write.store(-1, Relaxed);
         if pending != 0 {
-            let bits = self.slots[pending - 1].bits.load(Relaxed);
-            self.my_bits.store(bits, Relaxed);
-            self.mine.store(pending, Release);
+            self.adopt(pending);
         }
         // The parent's other snapshots are its business.
         self.live.store(0, Relaxed);
+    }
+
+    /// Makes snapshot `pending` (slot + 1) the one this process reads
+    /// through.
+    fn adopt(&self, pending: usize) {
+        let bits = self.slots[pending - 1].bits.load(Relaxed);
+        self.my_bits.store(bits, Relaxed);
+        self.mine.store(pending, Release);
     }
 
     /// Copies the current bytes of the pages of `[offset, offset + len)`
@@ -411,13 +417,8 @@ impl crate::memory::Memory for Snapshots {
         len: usize,
         p: sbma_core::Protection,
     ) -> Result<(), Errno> {
-        let prot = match p {
-            sbma_core::Protection::None => sys::Prot::None,
-            sbma_core::Protection::Read => sys::Prot::Read,
-            sbma_core::Protection::ReadWrite => sys::Prot::ReadWrite,
-        };
         // SAFETY: forwarded to the caller.
-        unsafe { sys::protect(addr, len, prot) }
+        unsafe { sys::protect(addr, len, sys::Prot::from(p)) }
     }
 
     unsafe fn fill(
@@ -429,18 +430,13 @@ impl crate::memory::Memory for Snapshots {
         _staging: *mut u8,
         _writable: bool,
     ) -> Result<(), Errno> {
-        let tmp = sys::map_rw(len)?;
-        // SAFETY: `tmp` is a fresh private mapping of `len` bytes, made
-        // inaccessible before it replaces the (busy, inaccessible) target.
+        // SAFETY: the target is busy and inaccessible (caller); `tmp` is
+        // the fresh mapping of `len` bytes `fill_by_remap` hands over.
         unsafe {
-            let r = sys::read_full(store, tmp, len, offset)
-                .and_then(|()| self.fix_up(store, tmp, offset, len))
-                .and_then(|()| sys::protect(tmp, len, sys::Prot::None))
-                .and_then(|()| sys::move_mapping(tmp, addr, len));
-            if r.is_err() {
-                let _ = sys::unmap(tmp, len);
-            }
-            r
+            crate::memory::fill_by_remap(addr, len, |tmp| {
+                sys::read_full(store, tmp, len, offset)
+                    .and_then(|()| self.fix_up(store, tmp, offset, len))
+            })
         }
     }
 
@@ -597,8 +593,7 @@ fn copy_buffered(store: BorrowedFd<'_>, from: u64, to: u64, len: u64) -> Result<
     r
 }
 
-/// The bytes of `store` a child may still need, for tests: whether page
-/// `page` of snapshot `slot` is preserved.
+/// For tests: whether page `page` of snapshot `slot` is preserved.
 #[cfg(test)]
 impl Snapshots {
     fn preserved(&self, slot: usize, page: usize) -> bool {
@@ -654,7 +649,9 @@ mod tests {
         s.preserve(fd, 0, 4096).unwrap();
         assert_eq!(read(fd, area, 4096), vec![1; 4096]);
         // The child's view: page 0 comes from the area.
-        s.after_fork_in_child_for_test();
+        // (Without the child handler's closing of descriptors: the same
+        // process plays the parent next.)
+        s.adopt(s.pending.load(Relaxed));
         let mut buf = vec![0u8; 2 * 4096];
         // SAFETY: our buffer.
         unsafe {
@@ -669,15 +666,5 @@ mod tests {
         assert_eq!(s.live.load(SeqCst), 0);
         assert_eq!(s.slots[0].state.load(SeqCst), FREE);
         assert_eq!(read(fd, area, 4096), vec![0; 4096], "area punched");
-    }
-
-    impl Snapshots {
-        /// The child handler's adoption, without closing anything.
-        fn after_fork_in_child_for_test(&self) {
-            let pending = self.pending.load(Relaxed);
-            self.my_bits
-                .store(self.slots[pending - 1].bits.load(Relaxed), Relaxed);
-            self.mine.store(pending, Release);
-        }
     }
 }

@@ -75,16 +75,7 @@ pub unsafe fn no_huge_pages(addr: *mut u8, len: usize) -> Result<(), Errno> {
 /// # Errors
 /// `ENOMEM`.
 pub fn map_rw(len: usize) -> Result<*mut u8, Errno> {
-    // SAFETY: as in `reserve`.
-    let p = unsafe {
-        rustix::mm::mmap_anonymous(
-            core::ptr::null_mut(),
-            len,
-            ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::PRIVATE,
-        )
-    }?;
-    Ok(p.cast())
+    map_anonymous_rw(len, MapFlags::PRIVATE)
 }
 
 /// Allocates `len` bytes of read-write anonymous memory shared with
@@ -94,13 +85,17 @@ pub fn map_rw(len: usize) -> Result<*mut u8, Errno> {
 /// # Errors
 /// `ENOMEM`.
 pub fn map_shared(len: usize) -> Result<*mut u8, Errno> {
+    map_anonymous_rw(len, MapFlags::SHARED)
+}
+
+fn map_anonymous_rw(len: usize, flags: MapFlags) -> Result<*mut u8, Errno> {
     // SAFETY: as in `reserve`.
     let p = unsafe {
         rustix::mm::mmap_anonymous(
             core::ptr::null_mut(),
             len,
             ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::SHARED,
+            flags,
         )
     }?;
     Ok(p.cast())
@@ -109,8 +104,8 @@ pub fn map_shared(len: usize) -> Result<*mut u8, Errno> {
 /// Unmaps `[addr, addr + len)`: `munmap`.
 ///
 /// # Safety
-/// The range was returned by [`reserve`], [`map_rw`] or [`map_shared`] and nothing uses it
-/// any more.
+/// The range was returned by [`reserve`], [`map_rw`] or [`map_shared`]
+/// and nothing uses it any more.
 pub unsafe fn unmap(addr: *mut u8, len: usize) -> Result<(), Errno> {
     // SAFETY: forwarded to the caller.
     unsafe { rustix::mm::munmap(addr.cast::<c_void>(), len) }
@@ -125,6 +120,16 @@ pub enum Prot {
     Read,
     /// `PROT_READ | PROT_WRITE`.
     ReadWrite,
+}
+
+impl From<sbma_core::Protection> for Prot {
+    fn from(p: sbma_core::Protection) -> Prot {
+        match p {
+            sbma_core::Protection::None => Prot::None,
+            sbma_core::Protection::Read => Prot::Read,
+            sbma_core::Protection::ReadWrite => Prot::ReadWrite,
+        }
+    }
 }
 
 /// Changes the protection of a page-aligned range: `mprotect`.

@@ -9,7 +9,7 @@ mod common;
 
 use common::scenario::{Expect, Scenario, backend, fork_child, in_child, wait};
 use common::{load, store};
-use sbma_pager::{Access, Error, Pager};
+use sbma_pager::{Access, Error, Pager, Region};
 use std::os::unix::process::ExitStatusExt;
 
 const PAGE: usize = 16 << 10;
@@ -52,13 +52,20 @@ fn main() {
     common::scenario::main(scenarios);
 }
 
-fn pager() -> Pager {
-    Pager::builder()
+/// A pager with a region of [`PAGES`] pages (4x the budget) holding
+/// generation 1 of the data, all of it evicted; and the region's words.
+fn generation_one_on_disk() -> (Pager, Region, *mut u64) {
+    let pager = Pager::builder()
         .budget(BUDGET_PAGES * PAGE)
         .page_size(PAGE)
         .backend(backend())
         .build()
-        .unwrap()
+        .unwrap();
+    let region = pager.alloc(PAGES * PAGE).unwrap();
+    let p = region.as_mut_ptr().cast::<u64>();
+    fill(p, 0..PAGES, 1);
+    pager.evict_all().unwrap();
+    (pager, region, p)
 }
 
 /// The word `i` of generation `gen` of the data.
@@ -168,11 +175,7 @@ fn verify_generation_one(p: usize, done: i32, who: &'static str) -> i32 {
 /// parent's own data is checked, and once the children are gone nothing
 /// more is preserved.
 fn child_reads_its_fork_while_the_parent_rewrites() {
-    let pager = pager();
-    let region = pager.alloc(PAGES * PAGE).unwrap();
-    let p = region.as_mut_ptr().cast::<u64>();
-    fill(p, 0..PAGES, 1);
-    pager.evict_all().unwrap();
+    let (pager, _region, p) = generation_one_on_disk();
     pager.touch(p.cast(), 4 * PAGE, Access::Read).unwrap();
     let (go_r, go_w) = pipe();
     let (done_r, done_w) = pipe();
@@ -233,11 +236,7 @@ fn child_reads_its_fork_while_the_parent_rewrites() {
 /// (it cannot write the parent's file, so it goes over its budget and says
 /// so in its statistics), while the parent's data stays its own.
 fn child_over_budget_keeps_what_it_wrote() {
-    let pager = pager();
-    let region = pager.alloc(PAGES * PAGE).unwrap();
-    let p = region.as_mut_ptr().cast::<u64>();
-    fill(p, 0..PAGES, 1);
-    pager.evict_all().unwrap();
+    let (pager, _region, p) = generation_one_on_disk();
     // The budget full of clean pages at the fork: the child's writes to
     // them must count as dirty (under uffd they only fault because the
     // child handler made them read-only), or dropping them would lose them.
@@ -271,11 +270,7 @@ fn child_over_budget_keeps_what_it_wrote() {
 /// refused, and dropping the region and the pager does not touch the
 /// parent's backing file.
 fn child_api_and_drop_leave_the_parent_alone() {
-    let pager = pager();
-    let region = pager.alloc(PAGES * PAGE).unwrap();
-    let p = region.as_mut_ptr().cast::<u64>();
-    fill(p, 0..PAGES, 1);
-    pager.evict_all().unwrap();
+    let (pager, region, p) = generation_one_on_disk();
     let status = in_child(|| {
         let touched = pager.touch(p.cast(), 2 * PAGE, Access::Read).is_ok();
         let refused = pager.evict_all() == Err(Error::Forked)
@@ -323,11 +318,7 @@ fn child_api_and_drop_leave_the_parent_alone() {
 /// aborts with one line. Once those children are gone, children page
 /// again.
 fn children_beyond_the_snapshots_abort_in_one_line() {
-    let pager = pager();
-    let region = pager.alloc(PAGES * PAGE).unwrap();
-    let p = region.as_mut_ptr().cast::<u64>();
-    fill(p, 0..PAGES, 1);
-    pager.evict_all().unwrap();
+    let (pager, _region, p) = generation_one_on_disk();
     pager.touch(p.cast(), PAGE, Access::Read).unwrap();
     let (go_r, go_w) = pipe();
     let waiting: Vec<_> = (0..16)
@@ -374,11 +365,7 @@ fn children_beyond_the_snapshots_abort_in_one_line() {
 /// A child that execs releases its snapshot: the parent's next rewrites
 /// copy nothing aside.
 fn exec_ends_the_snapshot() {
-    let pager = pager();
-    let region = pager.alloc(PAGES * PAGE).unwrap();
-    let p = region.as_mut_ptr().cast::<u64>();
-    fill(p, 0..PAGES, 1);
-    pager.evict_all().unwrap();
+    let (pager, _region, p) = generation_one_on_disk();
     let (r, w) = pipe();
     let child = fork_child(|| {
         receive(r);
