@@ -32,6 +32,7 @@
 use crate::error::Error;
 use crate::lock::FutexLock;
 use crate::memory::{Backend, FillMethod, Memory, SignalMemory, UffdMemory};
+use crate::recent::RecentLoads;
 use crate::snapshot::{ChildBudget, Snapshots};
 use crate::staging::Staging;
 use crate::stats::{Counters, Stats};
@@ -167,6 +168,9 @@ pub struct Arena {
     touched: AtomicUsize,
     /// Read-ahead: the sequential streams seen, and the largest window.
     streams: Streams,
+    /// Pages just loaded for faults: spared by explicit evictions for a
+    /// moment (see `recent`).
+    recent: RecentLoads,
     max_window: usize,
     reclaim_batch: usize,
     /// The process that created the arena; in any other (a forked child)
@@ -244,6 +248,7 @@ impl Arena {
             high_water: AtomicUsize::new(0),
             touched: AtomicUsize::new(0),
             streams: Streams::default(),
+            recent: RecentLoads::new(),
             max_window,
             reclaim_batch: cfg.reclaim_batch,
             owner: sys::process_id(),
@@ -577,12 +582,14 @@ impl Arena {
     // Fault path
     // ---------------------------------------------------------------
 
-    /// Entry from the signal handler: `None` if `addr` is not in a live
-    /// region (not ours to handle: the caller chains), else the result.
+    /// Entry from the signal handler and the uffd service: `None` if `addr`
+    /// is not in a live region (not ours to handle: the caller chains),
+    /// else the result. `tid` is the faulting thread (`None`: the caller).
     pub(crate) fn on_fault(
         &self,
         addr: usize,
         write: Option<bool>,
+        tid: Option<i32>,
     ) -> Option<Result<(), FaultError>> {
         let page = PageIndex((addr - self.base as usize) >> self.page.shift());
         if !self.is_allocated(page) {
@@ -600,7 +607,12 @@ impl Arena {
             None if self.table.state(page).is_resident() => Access::Write,
             None => Access::Read,
         };
-        Some(self.resolve_fault(page, access, true))
+        let r = self.resolve_fault(page, access, true);
+        if r.is_ok() {
+            let tid = tid.unwrap_or_else(sys::thread_id);
+            self.recent.record(page.0, tid, sys::now_ns());
+        }
+        Some(r)
     }
 
     /// Makes `page` accessible for `access`. Async-signal-safe.
@@ -1157,6 +1169,8 @@ impl Arena {
             .end()
             .map_or(0, |e| e.0)
             .min(self.touched().count.get());
+        // Pages other threads are about to access after their faults.
+        let spared = self.recent.spared(sys::thread_id(), sys::now_ns());
         let mut dropped = 0;
         let mut next = range.start.0;
         while next < end {
@@ -1168,7 +1182,7 @@ impl Arena {
                 while next < end && victims.len() < room {
                     let p = PageIndex(next);
                     next += 1;
-                    if self.may_evict(self.table.state(p)) {
+                    if self.may_evict(self.table.state(p)) && !spared.contains(p.0) {
                         policy.forget(p);
                         victims.push(p);
                     }

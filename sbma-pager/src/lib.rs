@@ -64,6 +64,7 @@ mod fork;
 mod group;
 mod lock;
 mod memory;
+mod recent;
 mod region;
 mod registry;
 mod service;
@@ -375,49 +376,35 @@ impl PagerBuilder {
             return Err(Error::TooManyArenas);
         };
         fork::watch();
-        let service = if arena.uffd().is_some() {
-            match Service::start(&arena) {
-                Ok(s) => Some(s),
-                Err(source) => {
-                    registry::unpublish(slot);
-                    signals::release();
-                    return Err(Error::Map {
-                        op: "starting the userfaultfd service threads",
-                        source,
-                    });
-                }
-            }
-        } else {
-            None
+        // From here on, dropping `inner` undoes whatever was started (the
+        // same order as a pager's drop).
+        let mut inner = Inner {
+            arena,
+            workers: None,
+            service: None,
+            peers: None,
+            slot,
+            free: Mutex::new(FreeRanges::new(pages)),
         };
-        let peers = if arena.group.is_some() {
-            match PeerService::start(&arena) {
-                Ok(p) => Some(p),
-                Err(source) => {
-                    if let Some(s) = service {
-                        s.stop(&arena);
-                    }
-                    registry::unpublish(slot);
-                    signals::release();
-                    return Err(Error::Map {
-                        op: "starting the group service thread",
-                        source,
-                    });
-                }
-            }
-        } else {
-            None
-        };
-        let workers = self.background_io.then(|| Workers::start(&arena));
+        if inner.arena.uffd().is_some() {
+            let service = Service::start(&inner.arena).map_err(|source| Error::Map {
+                op: "starting the userfaultfd service threads",
+                source,
+            })?;
+            inner.service = Some(service);
+        }
+        if inner.arena.group.is_some() {
+            let peers = PeerService::start(&inner.arena).map_err(|source| Error::Map {
+                op: "starting the group service thread",
+                source,
+            })?;
+            inner.peers = Some(peers);
+        }
+        if self.background_io {
+            inner.workers = Some(Workers::start(&inner.arena));
+        }
         Ok(Pager {
-            inner: Arc::new(Inner {
-                workers,
-                service,
-                peers,
-                arena,
-                slot,
-                free: Mutex::new(FreeRanges::new(pages)),
-            }),
+            inner: Arc::new(inner),
         })
     }
 }

@@ -146,7 +146,7 @@ fn serve(arena: &Arena, stop: &OwnedFd, spin: u64) {
                     e.to_string().as_bytes(),
                 ]),
             };
-            match arena.on_fault(fault.addr, Some(fault.write)) {
+            match arena.on_fault(fault.addr, Some(fault.write), Some(fault.tid)) {
                 Some(Ok(())) => {}
                 Some(Err(e)) => signals::fatal(fault.addr, e),
                 None => outside_regions(fault.addr, fault.tid),

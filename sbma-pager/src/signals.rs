@@ -227,10 +227,66 @@ unsafe fn is_write(ctx: *mut libc::c_void) -> Option<bool> {
             unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_ERR as usize] };
         Some(err & 2 != 0)
     }
-    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+    {
+        // SAFETY: the kernel passes a valid ucontext_t; its sigcontext's
+        // `__reserved` area (4096 bytes, 16-aligned, right after `pstate`)
+        // holds the context records, the ESR among them.
+        let records = unsafe {
+            let mc = core::ptr::addr_of!((*ctx.cast::<libc::ucontext_t>()).uc_mcontext);
+            let after = core::ptr::addr_of!((*mc).pstate).cast::<u8>().add(8);
+            let start = after.add(after.align_offset(16));
+            core::slice::from_raw_parts(start, AARCH64_RESERVED)
+        };
+        esr_is_write(records)
+    }
+    #[cfg(not(any(
+        all(target_arch = "x86_64", target_os = "linux"),
+        all(target_arch = "aarch64", target_os = "linux")
+    )))]
     {
         let _ = ctx;
         None
+    }
+}
+
+/// Bytes of an aarch64 sigcontext's `__reserved` record area.
+#[cfg(any(target_arch = "aarch64", test))]
+const AARCH64_RESERVED: usize = 4096;
+
+/// Whether an aarch64 data abort was a write, from the `esr_context`
+/// record (`ESR_MAGIC`) in the signal frame's record area
+/// (arch/arm64/include/uapi/asm/sigcontext.h): ESR_ELx.EC is a data abort
+/// (0x24 from EL0, 0x25) and WnR (bit 6) is set, not for a cache
+/// maintenance operation (CM, bit 8), as the kernel's `is_write_abort`
+/// reads it. `None` without a usable record. Reads only the slice:
+/// async-signal-safe, and decoded the same on every architecture (tested
+/// on x86-64 with frames built by hand).
+#[cfg(any(target_arch = "aarch64", test))]
+fn esr_is_write(records: &[u8]) -> Option<bool> {
+    const ESR_MAGIC: u32 = 0x4553_5201;
+    const EC_DABT_LOW: u64 = 0x24;
+    const EC_DABT_CUR: u64 = 0x25;
+    const WNR: u64 = 1 << 6;
+    const CM: u64 = 1 << 8;
+    let word = |at: usize| -> Option<u32> {
+        let b = records.get(at..at + 4)?;
+        Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut at = 0;
+    loop {
+        let (magic, size) = (word(at)?, word(at + 4)? as usize);
+        if magic == 0 || size < 8 {
+            return None; // the terminator, or a malformed record
+        }
+        if magic == ESR_MAGIC {
+            let b = records.get(at + 8..at + 16)?;
+            let esr = u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            let ec = (esr >> 26) & 0x3f;
+            return (ec == EC_DABT_LOW || ec == EC_DABT_CUR)
+                .then_some(esr & WNR != 0 && esr & CM == 0);
+        }
+        at = at.checked_add(size)?;
     }
 }
 
@@ -248,7 +304,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SIGSEGV sent by kill/tgkill (the uffd service's answer to a use
     // after free) is never ours.
     let outcome = if sig == libc::SIGSEGV && code > 0 {
-        registry::with_arena(addr, |arena| arena.on_fault(addr, write)).flatten()
+        registry::with_arena(addr, |arena| arena.on_fault(addr, write, None)).flatten()
     } else {
         None
     };
@@ -339,5 +395,61 @@ fn errno_name(e: rustix::io::Errno) -> &'static [u8] {
         Errno::DQUOT => b"disk quota exceeded, errno ",
         Errno::ROFS => b"read-only file system, errno ",
         _ => b"errno ",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AARCH64_RESERVED, esr_is_write};
+
+    /// A record area as the arm64 kernel lays it out: an fpsimd record
+    /// (528 bytes), then an ESR record, then the terminator.
+    fn frame(esr: Option<u64>) -> Vec<u8> {
+        let mut f = vec![0u8; AARCH64_RESERVED];
+        let mut put = |at: usize, bytes: &[u8]| f[at..at + bytes.len()].copy_from_slice(bytes);
+        put(0, &0x4650_8001u32.to_ne_bytes()); // FPSIMD_MAGIC
+        put(4, &528u32.to_ne_bytes());
+        if let Some(esr) = esr {
+            put(528, &0x4553_5201u32.to_ne_bytes()); // ESR_MAGIC
+            put(532, &16u32.to_ne_bytes());
+            put(536, &esr.to_ne_bytes());
+        }
+        f
+    }
+
+    const DABT_LOW: u64 = 0x24 << 26;
+    const DABT_CUR: u64 = 0x25 << 26;
+
+    #[test]
+    fn data_aborts_read_the_write_bit() {
+        assert_eq!(
+            esr_is_write(&frame(Some(DABT_LOW | 1 << 6 | 0x7))),
+            Some(true)
+        );
+        assert_eq!(esr_is_write(&frame(Some(DABT_LOW | 0x7))), Some(false));
+        assert_eq!(esr_is_write(&frame(Some(DABT_CUR | 1 << 6))), Some(true));
+    }
+
+    #[test]
+    fn cache_maintenance_is_not_a_write() {
+        assert_eq!(
+            esr_is_write(&frame(Some(DABT_LOW | 1 << 6 | 1 << 8))),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn other_exceptions_and_missing_records_are_unknown() {
+        // An instruction abort (EC 0x20) has no WnR.
+        assert_eq!(esr_is_write(&frame(Some(0x20 << 26 | 1 << 6))), None);
+        assert_eq!(esr_is_write(&frame(None)), None);
+        // A record claiming a size below its header stops the walk.
+        let mut bad = frame(None);
+        bad[4..8].copy_from_slice(&4u32.to_ne_bytes());
+        assert_eq!(esr_is_write(&bad), None);
+        // A record running past the area stops it too.
+        let mut long = frame(None);
+        long[4..8].copy_from_slice(&(AARCH64_RESERVED as u32 + 16).to_ne_bytes());
+        assert_eq!(esr_is_write(&long), None);
     }
 }

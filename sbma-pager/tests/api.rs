@@ -624,3 +624,56 @@ fn the_fault_handler_gets_a_large_alternate_stack() {
     .join()
     .unwrap();
 }
+
+/// The fault path's stack depth, measured: a thread runs faults of every
+/// kind (zero fills, reads with read-ahead, evictions writing back dirty
+/// runs) on an alternate stack of its own painted with a pattern, and the
+/// deepest byte overwritten is the handler's high water (signal frame
+/// included). sbma keeps any alternate stack of 32 KiB or more (smaller
+/// ones are replaced by a 64 KiB one), so the handler must stay well
+/// inside 32 KiB; this build is unoptimized, the deepest there is.
+#[test]
+fn the_fault_path_stays_within_16_kib_of_stack() {
+    const STACK: usize = 64 << 10;
+    const PAINT: u8 = 0x5a;
+    for method in [
+        sbma_pager::FillMethod::SelfMem,
+        sbma_pager::FillMethod::Remap,
+    ] {
+        let used = std::thread::spawn(move || {
+            let mut stack = vec![PAINT; STACK];
+            let ss = libc::stack_t {
+                ss_sp: stack.as_mut_ptr().cast(),
+                ss_flags: 0,
+                ss_size: STACK,
+            };
+            // SAFETY: the buffer outlives its use as the alternate stack
+            // (disabled below before it is freed).
+            assert_eq!(unsafe { libc::sigaltstack(&ss, core::ptr::null_mut()) }, 0);
+            let pager = pager(Variant::Signal(method), 4);
+            let region = pager.alloc(16 * PAGE).unwrap();
+            for round in 0..3u8 {
+                fill(region.as_mut_ptr(), region.len(), round);
+                assert_eq!(check(region.as_mut_ptr(), region.len(), round), 0);
+            }
+            let s = pager.stats();
+            assert!(s.pages_written > 0 && s.pages_read > 0, "{s:?}");
+            drop(region);
+            drop(pager);
+            let off = libc::stack_t {
+                ss_sp: core::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
+            // SAFETY: disabling the alternate stack.
+            assert_eq!(unsafe { libc::sigaltstack(&off, core::ptr::null_mut()) }, 0);
+            // Stacks grow down: the lowest overwritten byte is the depth.
+            STACK - stack.iter().position(|&b| b != PAINT).unwrap_or(STACK)
+        })
+        .join()
+        .unwrap();
+        eprintln!("{method:?}: the fault path used {used} bytes of the alternate stack");
+        assert!(used > 0, "no fault ran on the alternate stack");
+        assert!(used < 16 << 10, "{method:?}: {used} bytes of stack");
+    }
+}
