@@ -36,6 +36,18 @@ impl SbmaAlloc {
     /// `errno = ENOMEM`.
     #[inline]
     pub fn malloc(&self, size: usize) -> *mut u8 {
+        if let Some(core) = self.ready() {
+            let p = core.try_alloc_fast(size);
+            if !p.is_null() {
+                return p;
+            }
+        }
+        self.malloc_slow(size)
+    }
+
+    /// Out of line: the fast path above stays a leaf.
+    #[inline(never)]
+    fn malloc_slow(&self, size: usize) -> *mut u8 {
         self.raw(size, MIN_ALIGN).0
     }
 
@@ -83,6 +95,7 @@ impl SbmaAlloc {
         // Nothing on this path sets errno (the pager calls that may are
         // wrapped, and glibc's free keeps it since 2.33).
         match self.core() {
+            Some(core) if core.try_free_fast(p) => {}
             Some(core) => core.free(p),
             // SAFETY: before start-up every pointer is glibc's.
             None => unsafe { fallback::free(p) },

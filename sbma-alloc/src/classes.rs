@@ -174,7 +174,8 @@ impl ClassTable {
     #[inline]
     pub fn class_of(&self, size: usize) -> usize {
         debug_assert!(size <= self.max_size);
-        self.lookup[size.div_ceil(MIN_ALIGN)] as usize
+        // (`min`: no bounds check; `max_size <= MAX_SMALL` anyway.)
+        self.lookup[size.div_ceil(MIN_ALIGN).min(MAX_SMALL / MIN_ALIGN)] as usize
     }
 
     /// The block size of `class`.

@@ -282,6 +282,7 @@ impl Core {
         while i != NONE {
             let h = self.heap_at(i as usize);
             h.collect(self);
+            h.release_spares(self);
             i = h.next.load(Relaxed);
         }
     }
@@ -475,27 +476,85 @@ impl Core {
 
     /// Frees `p` (not null). Pointers outside the arena go to glibc's
     /// allocator (the fallback, or memory from before the allocator).
-    #[inline]
+    ///
+    /// The small-block path by the owner thread is the one kept short:
+    /// everything else (foreign pointers, large objects, remote frees,
+    /// errors) is out of line.
+    /// The owner thread's free of a small block, calling nothing: true if
+    /// done, false (nothing changed) if [`free`](Self::free) must do it.
+    #[inline(always)]
+    pub fn try_free_fast(&self, p: *mut u8) -> bool {
+        let addr = p as usize;
+        let Some((s, off)) = self.spans.locate(addr) else {
+            return false;
+        };
+        // SAFETY: `s < count`, checked by `locate`.
+        let k = unsafe { self.spans.kind_unchecked(s) }.load(Acquire);
+        let (id, h) = CURRENT.with(Cell::get);
+        if k < kind::SMALL || id != self.id {
+            return false;
+        }
+        // (Masked: SMALL kinds only hold classes below MAX_CLASSES; the
+        // mask spares the bounds checks.)
+        let class = usize::from(k - kind::SMALL) & (crate::classes::MAX_CLASSES - 1);
+        // SAFETY: as above.
+        let m = unsafe { self.spans.meta_unchecked(s) };
+        if !core::ptr::eq(m.owner.load(Relaxed), h) {
+            return false;
+        }
+        let index = self.classes.block_index(class, off);
+        if index * self.classes.size_of(class) != off || index >= self.caps[class] as usize {
+            return false;
+        }
+        // SAFETY: `CURRENT` holds a live heap of this core (`heap`).
+        unsafe { &*h }.try_free_local(&self.spans, s, m, class, index)
+    }
+
+    /// The thread's heap and a small block of `size` from its claimed word
+    /// (`size <= max_size`), or null; calls nothing.
+    #[inline(always)]
+    pub fn try_alloc_fast(&self, size: usize) -> *mut u8 {
+        let (id, h) = CURRENT.with(Cell::get);
+        if id != self.id || size > self.classes.max_size() {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: `CURRENT` holds a live heap of this core (`heap`).
+        unsafe { &*h }
+            .alloc_claimed(self.classes.class_of(size) & (crate::classes::MAX_CLASSES - 1))
+    }
+
+    #[inline(never)]
     pub fn free(&self, p: *mut u8) {
         let addr = p as usize;
         let Some(s) = self.spans.index_of(addr) else {
-            // SAFETY: not ours: the fallback's (glibc's) by the contract of
-            // `free`.
-            unsafe { crate::sys::fallback::free(p) };
-            return;
+            return free_foreign(p);
         };
-        match self.spans.kind(s).load(Acquire) {
-            k if k >= kind::SMALL => {
-                let class = (k - kind::SMALL) as usize;
+        // SAFETY: `s < count`, checked by `index_of`.
+        let k = unsafe { self.spans.kind_unchecked(s) }.load(Acquire);
+        if k < kind::SMALL {
+            return self.free_not_small(s, k, addr);
+        }
+        let class = (k - kind::SMALL) as usize;
+        // SAFETY: as above.
+        let m = unsafe { self.spans.meta_unchecked(s) };
+        match self.heap_if_any() {
+            Some(h) if core::ptr::eq(m.owner.load(Relaxed), h) => {
                 let index = self.block_of(s, class, addr);
-                let m = self.spans.meta(s);
-                match self.heap_if_any() {
-                    Some(h) if core::ptr::eq(m.owner.load(Relaxed), h) => {
-                        h.free_local(self, s, m, class, index, addr)
-                    }
-                    _ => Heap::free_remote(&self.spans, s, m, index, addr),
-                }
+                h.free_local(self, s, m, class, index, addr);
             }
+            _ => self.free_remote(s, class, addr),
+        }
+    }
+
+    #[inline(never)]
+    fn free_remote(&self, s: usize, class: usize, addr: usize) {
+        let index = self.block_of(s, class, addr);
+        Heap::free_remote(&self.spans, s, self.spans.meta(s), class, index, addr);
+    }
+
+    #[inline(never)]
+    fn free_not_small(&self, s: usize, k: u8, addr: usize) {
+        match k {
             kind::LARGE => self.free_large(s, addr),
             kind::LARGE_BODY => fatal("free(): invalid pointer", addr),
             _ => fatal("free(): double free or pointer to free memory", addr),
@@ -627,4 +686,11 @@ extern "C" fn heap_exit(h: *mut libc::c_void) {
     // SAFETY: as above.
     let core = unsafe { &*h.core.load(Relaxed) };
     core.abandon(h);
+}
+
+/// Frees a pointer outside the arena: glibc's.
+#[inline(never)]
+fn free_foreign(p: *mut u8) {
+    // SAFETY: not ours: the fallback's (glibc's) by the contract of `free`.
+    unsafe { crate::sys::fallback::free(p) };
 }

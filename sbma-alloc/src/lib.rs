@@ -287,12 +287,21 @@ impl SbmaAlloc {
 
     #[inline]
     fn core(&self) -> Option<&Core> {
+        match self.ready() {
+            Some(core) => Some(core),
+            None => self.start(),
+        }
+    }
+
+    /// The core if it has started (never starts it).
+    #[inline(always)]
+    fn ready(&self) -> Option<&Core> {
         if self.state.load(Ordering::Acquire) == READY {
             // SAFETY: written before READY was published (acquire above).
             #[allow(unsafe_code, reason = "see above")]
             return Some(unsafe { (*self.core.get()).assume_init_ref() });
         }
-        self.start()
+        None
     }
 
     #[cold]

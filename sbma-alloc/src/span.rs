@@ -129,6 +129,14 @@ impl SpanTable {
     }
 
     /// The first byte of span `i`.
+    /// The span holding `addr` and the offset of `addr` in it.
+    #[inline]
+    pub fn locate(&self, addr: usize) -> Option<(usize, usize)> {
+        let rel = addr.wrapping_sub(self.base);
+        let i = rel >> self.shift;
+        (i < self.count).then_some((i, rel & ((1 << self.shift) - 1)))
+    }
+
     #[inline]
     pub fn addr(&self, i: usize) -> usize {
         self.base + (i << self.shift)
@@ -158,6 +166,30 @@ impl SpanTable {
     }
 
     /// The metadata of span `i`.
+    /// [`kind`](Self::kind) without the bounds check.
+    ///
+    /// # Safety
+    /// `i < self.count`.
+    #[inline]
+    pub unsafe fn kind_unchecked(&self, i: usize) -> &AtomicU8 {
+        debug_assert!(i < self.count);
+        // SAFETY: in bounds by the caller's contract; the kinds mapping
+        // lives as long as `self` and holds one byte per span.
+        unsafe { &*self.kinds.ptr().add(i).cast::<AtomicU8>() }
+    }
+
+    /// [`meta`](Self::meta) without the bounds check.
+    ///
+    /// # Safety
+    /// `i < self.count`.
+    #[inline]
+    pub unsafe fn meta_unchecked(&self, i: usize) -> &SpanMeta {
+        debug_assert!(i < self.count);
+        // SAFETY: in bounds by the caller's contract; the metadata mapping
+        // lives as long as `self`, `stride` bytes per span.
+        unsafe { &*self.metas.ptr().add(i * self.stride).cast::<SpanMeta>() }
+    }
+
     #[inline]
     pub fn meta(&self, i: usize) -> &SpanMeta {
         assert!(i < self.count);
@@ -179,6 +211,18 @@ impl SpanTable {
 
     /// Bitmap word `w` of span `i`: its free bits if `!remote`, else its
     /// remotely freed bits.
+    /// [`words`](Self::words) without the bounds check.
+    ///
+    /// # Safety
+    /// `i < self.count` and `w < self.wmax`.
+    #[inline]
+    pub unsafe fn words_unchecked(&self, i: usize, w: usize) -> &[AtomicU64; 2] {
+        debug_assert!(i < self.count && w < self.wmax);
+        let off = i * self.stride + size_of::<SpanMeta>() + 16 * w;
+        // SAFETY: in bounds by the caller's contract (see `words`).
+        unsafe { &*self.metas.ptr().add(off).cast::<[AtomicU64; 2]>() }
+    }
+
     #[inline]
     pub fn word(&self, i: usize, remote: bool, w: usize) -> &AtomicU64 {
         assert!(i < self.count && w < self.wmax);

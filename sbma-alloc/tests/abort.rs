@@ -29,6 +29,16 @@ fn scenarios() -> Vec<(&'static str, fn(), &'static str)> {
             "sbma: free(): double free 0x",
         ),
         (
+            "freed_by_the_owner_then_by_another_thread",
+            freed_by_the_owner_then_by_another_thread,
+            "sbma: free(): double free 0x",
+        ),
+        (
+            "freed_by_another_thread_then_by_the_owner",
+            freed_by_another_thread_then_by_the_owner,
+            "sbma: free(): double free 0x",
+        ),
+        (
             "free_of_an_interior_pointer",
             free_of_an_interior_pointer,
             "sbma: free(): invalid pointer 0x",
@@ -124,6 +134,35 @@ fn double_free_by_another_thread() {
     }
     done_tx.send(()).unwrap();
     owner.join().unwrap();
+}
+
+/// The owner's free puts the block back into the word it has claimed
+/// (not the span's bitmap): another thread's second free must still see it.
+/// (A size no allocation of `thread::spawn` has, so the block is still
+/// free when the second free comes.)
+fn freed_by_the_owner_then_by_another_thread() {
+    let p = GLOBAL.malloc(200) as usize;
+    // SAFETY: freed once here, deliberately once more below.
+    unsafe { GLOBAL.free(p as *mut u8) };
+    std::thread::spawn(move || {
+        // SAFETY: deliberately a second free.
+        unsafe { GLOBAL.free(p as *mut u8) }
+    })
+    .join()
+    .ok();
+}
+
+/// A remote free (not yet collected by the owner), then the owner's.
+fn freed_by_another_thread_then_by_the_owner() {
+    let p = GLOBAL.malloc(200) as usize;
+    std::thread::spawn(move || {
+        // SAFETY: freed once.
+        unsafe { GLOBAL.free(p as *mut u8) }
+    })
+    .join()
+    .unwrap();
+    // SAFETY: deliberately a second free.
+    unsafe { GLOBAL.free(p as *mut u8) };
 }
 
 fn free_of_an_interior_pointer() {
