@@ -635,6 +635,12 @@ impl Pager {
     /// Evicts the resident, unpinned pages covering `[addr, addr + len)`,
     /// writing dirty ones back. Returns the number of pages dropped.
     ///
+    /// A page loaded for *another* thread's fault in the last 2 ms is left
+    /// in place: that thread is about to make its access, and taking the
+    /// page away again would make it fault again (a thread evicting in a
+    /// loop could starve the others). The calling thread's own faults get
+    /// no such grace.
+    ///
     /// # Errors
     /// [`Error::InvalidRange`]; [`Error::Io`] if a write-back failed (those
     /// pages stay dirty and resident).
@@ -647,7 +653,9 @@ impl Pager {
         self.arena().evict(range)
     }
 
-    /// Evicts every resident, unpinned page of the pager.
+    /// Evicts every resident, unpinned page of the pager (with the same
+    /// grace for pages just loaded for other threads as
+    /// [`evict`](Self::evict)).
     ///
     /// # Errors
     /// As [`evict`](Self::evict).
