@@ -95,7 +95,6 @@ impl SbmaAlloc {
         // Nothing on this path sets errno (the pager calls that may are
         // wrapped, and glibc's free keeps it since 2.33).
         match self.core() {
-            Some(core) if core.try_free_fast(p) => {}
             Some(core) => core.free(p),
             // SAFETY: before start-up every pointer is glibc's.
             None => unsafe { fallback::free(p) },

@@ -477,13 +477,21 @@ impl Core {
     /// Frees `p` (not null). Pointers outside the arena go to glibc's
     /// allocator (the fallback, or memory from before the allocator).
     ///
-    /// The small-block path by the owner thread is the one kept short:
-    /// everything else (foreign pointers, large objects, remote frees,
-    /// errors) is out of line.
+    /// The owner thread's free of a small block is tried first, calling
+    /// nothing; everything else (foreign pointers, large objects, remote
+    /// frees, errors, spans changing lists) is out of line.
+    #[inline]
+    pub fn free(&self, p: *mut u8) {
+        if !self.try_free_fast(p) {
+            self.free_general(p);
+        }
+    }
+
     /// The owner thread's free of a small block, calling nothing: true if
-    /// done, false (nothing changed) if [`free`](Self::free) must do it.
+    /// done, false (nothing changed) if [`free_general`](Self::free_general)
+    /// must do it.
     #[inline(always)]
-    pub fn try_free_fast(&self, p: *mut u8) -> bool {
+    fn try_free_fast(&self, p: *mut u8) -> bool {
         let addr = p as usize;
         let Some((s, off)) = self.spans.locate(addr) else {
             return false;
@@ -502,10 +510,9 @@ impl Core {
         if !core::ptr::eq(m.owner.load(Relaxed), h) {
             return false;
         }
-        let index = self.classes.block_index(class, off);
-        if index * self.classes.size_of(class) != off || index >= self.caps[class] as usize {
+        let Some(index) = self.block_at(class, off) else {
             return false;
-        }
+        };
         // SAFETY: `CURRENT` holds a live heap of this core (`heap`).
         unsafe { &*h }.try_free_local(&self.spans, s, m, class, index)
     }
@@ -523,8 +530,9 @@ impl Core {
             .alloc_claimed(self.classes.class_of(size) & (crate::classes::MAX_CLASSES - 1))
     }
 
+    /// Every case of [`free`](Self::free).
     #[inline(never)]
-    pub fn free(&self, p: *mut u8) {
+    fn free_general(&self, p: *mut u8) {
         let addr = p as usize;
         let Some(s) = self.spans.index_of(addr) else {
             return free_foreign(p);
@@ -565,12 +573,19 @@ impl Core {
     /// `addr` is not the start of a block.
     #[inline]
     fn block_of(&self, s: usize, class: usize, addr: usize) -> usize {
-        let off = addr - self.spans.addr(s);
-        let index = self.classes.block_index(class, off);
-        if index * self.classes.size_of(class) != off || index >= self.caps[class] as usize {
-            fatal("free(): invalid pointer", addr);
+        match self.block_at(class, addr - self.spans.addr(s)) {
+            Some(index) => index,
+            None => fatal("free(): invalid pointer", addr),
         }
-        index
+    }
+
+    /// The index of the block of `class` starting at offset `off` of its
+    /// span, if a block starts there.
+    #[inline(always)]
+    fn block_at(&self, class: usize, off: usize) -> Option<usize> {
+        let index = self.classes.block_index(class, off);
+        (index * self.classes.size_of(class) == off && index < self.caps[class] as usize)
+            .then_some(index)
     }
 
     fn free_large(&self, s: usize, addr: usize) {

@@ -70,6 +70,20 @@ const KEY_BITS: u32 = 38;
 const KEY_MASK: u64 = (1 << KEY_BITS) - 1;
 
 impl ClassState {
+    /// Whether the claimed word is word `w` of span `s` (owner only).
+    #[inline(always)]
+    fn claims(&self, s: usize, w: usize) -> bool {
+        self.key.load(Relaxed) & KEY_MASK == claim_key(s, w)
+    }
+
+    /// Drops the claim (the claim count is kept; only the owner writes the
+    /// key, so no read-modify-write is needed); returns the old key.
+    fn unclaim(&self) -> u64 {
+        let key = self.key.load(Relaxed);
+        self.key.store(key | KEY_MASK, Relaxed);
+        key
+    }
+
     /// Whether block `bit` of word `w` of span `s` is among the claimed
     /// blocks, read from another thread while the owner may be taking
     /// from them: true only if it was, at one moment (the claim count
@@ -182,7 +196,11 @@ impl Heap {
         let bits = local.load(Relaxed);
         let taken = bits | remote.load(Relaxed);
         let cs = &self.classes[class];
-        if cs.key.load(Relaxed) & KEY_MASK == claim_key(s, w) {
+        if cs.claims(s, w) {
+            // A block of the claimed word goes straight back to it: the
+            // next allocation of the class reuses it (last freed, first
+            // reused: still in the cache), and the span's counts do not
+            // change (claimed blocks are not counted free).
             let claimed = cs.bits.load(Relaxed);
             if (taken | claimed) & bit != 0 {
                 return false;
@@ -313,28 +331,18 @@ impl Heap {
         addr: usize,
     ) {
         let t = &core.spans;
-        let (w, bit) = (index / 64, 1u64 << (index % 64));
-        // SAFETY: `s` is a span (its kind was read) and `index` is below
-        // the class's blocks per span (`Core::block_of`), so `w < wmax`.
-        #[allow(unsafe_code, reason = "the bounds are established above")]
-        let [local, remote] = unsafe { t.words_unchecked(s, w) };
-        let bits = local.load(Relaxed);
-        let cs = &self.classes[class];
-        let taken = bits | remote.load(Relaxed);
-        if cs.key.load(Relaxed) & KEY_MASK == claim_key(s, w) {
-            // A block of the claimed word goes straight back to it: the
-            // next allocation of the class reuses it (last freed, first
-            // reused: still in the cache), and the span's counts do not
-            // change (claimed blocks are not counted free).
-            let claimed = cs.bits.load(Relaxed);
-            if (taken | claimed) & bit != 0 {
-                fatal("free(): double free", addr);
-            }
-            cs.bits.store(claimed | bit, Release);
+        if self.try_free_local(t, s, m, class, index) {
             return;
         }
-        // Free already: in the bitmap, or freed remotely and not collected.
-        if taken & bit != 0 {
+        // Left by the common case: a double free, or a free that moves the
+        // span between lists.
+        let (w, bit) = (index / 64, 1u64 << (index % 64));
+        let [local, remote] = t.words(s, w);
+        let bits = local.load(Relaxed);
+        let cs = &self.classes[class];
+        // Free already: in the bitmap, freed remotely and not collected, or
+        // in the claimed word (the only way back to it fails on that).
+        if (bits | remote.load(Relaxed)) & bit != 0 || cs.claims(s, w) {
             fatal("free(): double free", addr);
         }
         local.store(bits | bit, Relaxed);
@@ -420,7 +428,7 @@ impl Heap {
                 let bits = remote.swap(0, SeqCst);
                 let local = t.word(i, false, w);
                 let mut free = local.load(Relaxed);
-                if cs.key.load(Relaxed) & KEY_MASK == claim_key(i, w) {
+                if cs.claims(i, w) {
                     free |= cs.bits.load(Relaxed);
                 }
                 if bits & free != 0 {
@@ -510,8 +518,7 @@ impl Heap {
             }
             let (i, m) = (s as usize, t.meta(s as usize));
             let bits = cs.bits.swap(0, Relaxed);
-            let key = cs.key.load(Relaxed);
-            cs.key.store(key | KEY_MASK, Relaxed);
+            let key = cs.unclaim();
             if key & KEY_MASK != KEY_MASK {
                 let local = t.word(i, false, (key & 63) as usize);
                 local.store(local.load(Relaxed) | bits, Relaxed);
@@ -554,9 +561,7 @@ fn claim_word(t: &SpanTable, cs: &ClassState, s: u32) -> bool {
     let m = t.meta(i);
     let words = m.words.load(Relaxed) as usize;
     if m.free.load(Relaxed) == 0 {
-        // No claimed word (the claim count is kept; only the owner writes
-        // the key, so no read-modify-write is needed).
-        cs.key.store(cs.key.load(Relaxed) | KEY_MASK, Relaxed);
+        cs.unclaim();
         m.cursor.store(0, Relaxed);
         return false;
     }

@@ -227,13 +227,7 @@ fn coreutils_sort_hundreds_of_mb_out_of_core() {
 fn same_output_and_one_process_paged((plain, shimmed): (Output, Vec<(&'static str, Output)>)) {
     assert!(plain.status.success(), "{plain:?}");
     for (backend, out) in shimmed {
-        assert!(
-            out.status.success(),
-            "under the shim ({backend}): {:?}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(plain.stdout, out.stdout, "{backend}");
+        same_as_plain(&plain, backend, &out);
         let evicted = max_evicted(&out.stderr);
         assert!(
             evicted > 1000,
@@ -250,6 +244,17 @@ fn same_output_and_paged(runs: (Output, Vec<(&'static str, Output)>)) {
     }
 }
 
+/// A shimmed run succeeded and printed what the plain run printed.
+fn same_as_plain(plain: &Output, backend: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "under the shim ({backend}): {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(plain.stdout, out.stdout, "{backend}");
+}
+
 /// Every run succeeded with the same output; returns each shimmed run's
 /// last statistics line (which names its backend).
 fn same_output((plain, shimmed): (Output, Vec<(&'static str, Output)>)) -> Vec<String> {
@@ -257,13 +262,7 @@ fn same_output((plain, shimmed): (Output, Vec<(&'static str, Output)>)) -> Vec<S
     shimmed
         .into_iter()
         .map(|(backend, out)| {
-            assert!(
-                out.status.success(),
-                "under the shim ({backend}): {:?}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(plain.stdout, out.stdout, "{backend}");
+            same_as_plain(&plain, backend, &out);
             let line = stats_line(&out.stderr);
             assert!(line.starts_with(&format!("sbma ({backend}): ")), "{line}");
             eprintln!("{line}");
