@@ -320,13 +320,18 @@ impl Arena {
     /// policy locks across the fork, so the child gets them free and the
     /// structures they guard whole.
     pub(crate) fn before_fork(&self) {
-        if !self.forked() {
-            self.snapshots.prepare(self.store.as_fd());
-        }
+        // The reclaim lock first: every write-back runs under it, so none
+        // can finish between the snapshot's set-up and the fork. One that
+        // did would preserve the slot's older bytes for the child while
+        // the page, now clean or evicted, says the slot is current: the
+        // child would read the older bytes.
         if let Ok(guard) = self.reclaim.lock() {
             core::mem::forget(guard);
             core::mem::forget(self.policy.lock());
             self.held_for_fork.store(true, Ordering::Relaxed);
+        }
+        if !self.forked() {
+            self.snapshots.prepare(self.store.as_fd());
         }
     }
 
