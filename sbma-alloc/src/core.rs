@@ -259,7 +259,14 @@ impl Core {
     }
 
     /// Abandons `h` (its thread is exiting) and returns it to the pool.
+    ///
+    /// Not in a forked child (a thread that forked and then exits there):
+    /// the heap is the parent's, and another thread of the parent may have
+    /// held the pool's lock at the fork (see [`give_back`](Self::give_back)).
     fn abandon(&self, h: &Heap) {
+        if FORKED.load(Relaxed) {
+            return;
+        }
         CURRENT.with(|c| {
             if core::ptr::eq(c.get().1, h) {
                 c.set((0, core::ptr::null()));
@@ -339,7 +346,15 @@ impl Core {
 
     /// Returns a run to the run allocator, clearing it through the pager
     /// if dirty memory exceeds the cap.
+    ///
+    /// In a forked child the run is kept (its kinds are already not
+    /// `LARGE`, so a second free is still caught): another thread of the
+    /// parent may have held the run allocator's lock at the fork, and the
+    /// child's copy of it would then never be released.
     pub fn give_back(&self, run: Run) {
+        if FORKED.load(Relaxed) {
+            return;
+        }
         let clear =
             self.runs
                 .lock()
@@ -647,7 +662,12 @@ impl Core {
     /// Resizes the large object at span `s` in place to `size` bytes if
     /// its spans allow (shrinking always does; growing takes the free
     /// spans after it).
+    ///
+    /// Never in a forked child (see [`give_back`](Self::give_back)).
     pub fn resize_large_in_place(&self, s: usize, size: usize) -> bool {
+        if FORKED.load(Relaxed) {
+            return false;
+        }
         let shift = self.spans.shift;
         let m = self.spans.meta(s);
         let len = m.len.load(Relaxed);
