@@ -32,7 +32,7 @@ use core::cell::Cell;
 use core::sync::atomic::AtomicUsize;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use sbma_pager::{Pager, Region};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// Heaps one instance can have at once (threads beyond get glibc's
 /// allocator).
@@ -59,6 +59,23 @@ static FORKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::
 extern "C" fn forked_child() {
     FORKED.store(true, Relaxed);
     CURRENT.with(|c| c.set((0, core::ptr::null())));
+}
+
+/// Takes the allocator lock `m`; in a forked child only if it is free. A
+/// lock another thread of the parent held at the fork stays held in the
+/// child's copy for good (its holder does not exist there), so the child
+/// does without: what it frees is kept, and statistics count nothing
+/// behind that lock. Every use of the run and pool locks goes through
+/// here.
+fn lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    if !FORKED.load(Relaxed) {
+        return Some(m.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
 }
 
 /// Marks the thread busy (allocations fall back) until dropped.
@@ -236,7 +253,7 @@ impl Core {
             return Some(unsafe { &*h });
         }
         let h = {
-            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pool = lock(&self.pool)?;
             if pool.abandoned != NONE {
                 let h = self.heap_at(pool.abandoned as usize);
                 pool.abandoned = h.next.load(Relaxed);
@@ -259,14 +276,7 @@ impl Core {
     }
 
     /// Abandons `h` (its thread is exiting) and returns it to the pool.
-    ///
-    /// Not in a forked child (a thread that forked and then exits there):
-    /// the heap is the parent's, and another thread of the parent may have
-    /// held the pool's lock at the fork (see [`give_back`](Self::give_back)).
     fn abandon(&self, h: &Heap) {
-        if FORKED.load(Relaxed) {
-            return;
-        }
         CURRENT.with(|c| {
             if core::ptr::eq(c.get().1, h) {
                 c.set((0, core::ptr::null()));
@@ -274,7 +284,9 @@ impl Core {
         });
         let _busy = Busy::enter();
         h.abandon(self);
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut pool) = lock(&self.pool) else {
+            return;
+        };
         h.next.store(pool.abandoned, Relaxed);
         pool.abandoned = self.heap_index(h);
     }
@@ -283,7 +295,9 @@ impl Core {
     /// and gives back the spans they emptied. Abandoned heaps have no owner
     /// thread: whoever holds the pool lock acts as their owner.
     pub fn collect_abandoned(&self) {
-        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pool) = lock(&self.pool) else {
+            return;
+        };
         let _busy = Busy::enter();
         let mut i = pool.abandoned;
         while i != NONE {
@@ -296,7 +310,7 @@ impl Core {
 
     /// Heaps ever created (for statistics).
     pub fn heaps_created(&self) -> usize {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).unused
+        lock(&self.pool).map_or(0, |p| p.unused)
     }
 
     /// Heap slot `i` (for statistics).
@@ -312,11 +326,7 @@ impl Core {
     pub fn new_small_span(&self, heap: &Heap, class: usize) -> Option<usize> {
         // Before growing, reclaim what exited threads' heaps got back.
         self.collect_abandoned();
-        let run =
-            self.runs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .alloc(&self.spans, 1, 1, 0)?;
+        let run = lock(&self.runs)?.alloc(&self.spans, 1, 1, 0)?;
         format_span(
             &self.spans,
             run.start,
@@ -345,28 +355,16 @@ impl Core {
     }
 
     /// Returns a run to the run allocator, clearing it through the pager
-    /// if dirty memory exceeds the cap.
-    ///
-    /// In a forked child the run is kept (its kinds are already not
-    /// `LARGE`, so a second free is still caught): another thread of the
-    /// parent may have held the run allocator's lock at the fork, and the
-    /// child's copy of it would then never be released.
+    /// if dirty memory exceeds the cap. (In a forked child whose copy of
+    /// the lock is held, the run is kept: its kinds already say it is not
+    /// an object, so a second free is still caught; see [`lock`].)
     pub fn give_back(&self, run: Run) {
-        if FORKED.load(Relaxed) {
-            return;
-        }
-        let clear =
-            self.runs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .free(&self.spans, run, true);
+        let clear = lock(&self.runs).and_then(|mut runs| runs.free(&self.spans, run, true));
         if let Some(r) = clear {
             let ok = self.clear(r.start, r.len);
-            self.runs.lock().unwrap_or_else(|e| e.into_inner()).free(
-                &self.spans,
-                Run { dirty: !ok, ..r },
-                false,
-            );
+            if let Some(mut runs) = lock(&self.runs) {
+                runs.free(&self.spans, Run { dirty: !ok, ..r }, false);
+            }
         }
     }
 
@@ -388,7 +386,7 @@ impl Core {
 
     /// Spans ever used, free, free and dirty.
     pub fn run_census(&self) -> (usize, usize, usize) {
-        self.runs.lock().unwrap_or_else(|e| e.into_inner()).census()
+        lock(&self.runs).map_or((0, 0, 0), |r| r.census())
     }
 
     // ---------------------------------------------------------------
@@ -447,12 +445,7 @@ impl Core {
         }
         // The span index `s` with `base + s * span` aligned to `align`.
         let phase = (a - (self.spans.base >> shift) % a) % a;
-        let Some(run) =
-            self.runs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .alloc(&self.spans, n, a, phase)
-        else {
+        let Some(run) = lock(&self.runs).and_then(|mut r| r.alloc(&self.spans, n, a, phase)) else {
             return (core::ptr::null_mut(), false);
         };
         (self.large_at(run.start, n, size), run.dirty)
@@ -662,22 +655,14 @@ impl Core {
     /// Resizes the large object at span `s` in place to `size` bytes if
     /// its spans allow (shrinking always does; growing takes the free
     /// spans after it).
-    ///
-    /// Never in a forked child (see [`give_back`](Self::give_back)).
     pub fn resize_large_in_place(&self, s: usize, size: usize) -> bool {
-        if FORKED.load(Relaxed) {
-            return false;
-        }
         let shift = self.spans.shift;
         let m = self.spans.meta(s);
         let len = m.len.load(Relaxed);
         let want = (size.div_ceil(1 << shift)).max(1);
         if want > len {
-            let taken = self.runs.lock().unwrap_or_else(|e| e.into_inner()).take_at(
-                &self.spans,
-                s + len,
-                want - len,
-            );
+            let taken =
+                lock(&self.runs).and_then(|mut r| r.take_at(&self.spans, s + len, want - len));
             if taken.is_none() {
                 return false;
             }

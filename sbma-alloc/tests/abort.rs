@@ -78,9 +78,10 @@ fn scenarios() -> Vec<(&'static str, fn(), &'static str)> {
 
 /// A child forked while another thread was allocating and freeing large
 /// objects (under the run allocator's lock) frees, shrinks and grows large
-/// objects it inherited, 40 times: none hangs (each child has 10 s, by
-/// `alarm`) and the data it kept is intact. Before the child kept those
-/// runs, a child forked while the lock was held waited for it forever.
+/// objects it inherited and asks for statistics (which take the run and
+/// pool locks), 40 times: none hangs (each child has 10 s, by `alarm`) and
+/// the data it kept is intact. Before a forked child stopped waiting for
+/// locks it inherited held, it waited for them forever.
 fn forked_child_frees_while_another_thread_used_the_run_lock() {
     const LARGE: usize = 3 << 19; // 1.5 MiB: past the heaps' large cache
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -110,6 +111,7 @@ fn forked_child_frees_while_another_thread_used_the_run_lock() {
                     && mine[0][LARGE..].iter().all(|&b| b == 9)
                     && mine[1].iter().all(|&b| b == 2);
                 drop(mine);
+                let ok = ok && GLOBAL.stats().is_some();
                 // SAFETY: leaving the child without the parent's exit code.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) };
             }
