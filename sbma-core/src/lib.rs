@@ -53,6 +53,7 @@ pub use page::{
 pub use policy::{AnyPolicy, Clock, EvictAll, EvictionPolicy, Fifo, Lru, PolicyKind};
 pub use sim::{SimBackend, SimError, SimMachine};
 pub use state::{
-    Action, Actions, Event, Kind, MAX_PINS, Op, Outcome, PageState, Transition, transition,
+    Action, Actions, Event, Kind, MAX_PINS, Op, Outcome, PageState, Transition, moved_in,
+    transition,
 };
 pub use table::{Applied, AuditError, Census, PageTable};

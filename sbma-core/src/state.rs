@@ -83,7 +83,16 @@
 //!          Clean ──evict (REVOKE, DISCARD, UNCHARGE)──► Evicted|Drop or Unbacked|Drop
 //!   any idle ──clear (…, PUNCH_HOLE)──► Unbacked|Drop
 //!   X|Drop ──DropComplete──► X
+//!   any idle, unpinned ──hold──► X|Load (resident) or X|Drop (not)
+//!   held X ──MovedAway (PUNCH_HOLE if backed, UNCHARGE if resident)──► Unbacked|Drop
+//!   held Unbacked|Drop ──moved_in(from) (CHARGE if resident)──► from's state, idle
 //! ```
+//!
+//! The last three lines are a *move* (`realloc` of a large object moving
+//! pages instead of bytes): both pages are held, the pager moves the
+//! memory (`mremap`) and the store copy (`copy_file_range`), then the
+//! receiving page takes the old state ([`moved_in`]) and the old page
+//! becomes unbacked; the budget is unchanged (one CHARGE, one UNCHARGE).
 //!
 //! `docs/page-states.md` has the full table; [`transition`] is the
 //! definition.
@@ -349,11 +358,23 @@ pub enum Event {
     Unpin,
     /// Clear the `referenced` bit (a CLOCK hand passing).
     Age,
+    /// Hold an idle, unpinned page still while its contents move to
+    /// another page (see [`moved_in`]): it enters a busy op (`Load` if
+    /// resident, `Drop` if not) with no action, so faults wait and
+    /// evictions skip it. Ended by [`Event::MovedAway`] once the contents
+    /// have moved, or by the op's own completion (`LoadComplete`,
+    /// `DropComplete`) to let it go unchanged.
+    Hold,
+    /// The held page's contents now live in another page: it becomes
+    /// `Unbacked` (still in `Drop`, ended by `DropComplete`), its store
+    /// copy is released (the copy moved too) and its budget returned (the
+    /// page that received it was charged by [`moved_in`]).
+    MovedAway,
 }
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 12] = [
+    pub const ALL: [Event; 14] = [
         Event::ReadFault,
         Event::WriteFault,
         Event::LoadComplete,
@@ -366,6 +387,8 @@ impl Event {
         Event::Pin,
         Event::Unpin,
         Event::Age,
+        Event::Hold,
+        Event::MovedAway,
     ];
 }
 
@@ -680,7 +703,66 @@ pub const fn transition(s: PageState, event: Event) -> Outcome {
             }
             apply(s, s.set_flag(REFERENCED, false), Actions::NONE)
         }
+        Event::Hold => {
+            if s.is_busy() {
+                return Outcome::Busy;
+            }
+            if s.is_pinned() {
+                return Outcome::Pinned;
+            }
+            let op = if kind.is_resident() {
+                Op::Load
+            } else {
+                Op::Drop
+            };
+            start(s, s, op, Actions::NONE)
+        }
+        Event::MovedAway => match op {
+            Op::Load | Op::Drop => {
+                let to = s
+                    .set_kind(Unbacked)
+                    .set_flag(BACKED, false)
+                    .set_flag(REFERENCED, false)
+                    .set_op(Op::Drop);
+                let actions = Actions::NONE
+                    .with_if(s.is_backed(), Actions::PUNCH_HOLE)
+                    .with_if(kind.is_resident(), Actions::UNCHARGE);
+                apply(s, to, actions)
+            }
+            _ => Outcome::Illegal,
+        },
     }
+}
+
+/// The end of a move: `held` (an `Unbacked` page held by [`Event::Hold`])
+/// receives the contents of `from` (a page held by [`Event::Hold`] whose
+/// memory and, if `slot_moved`, store copy were moved to it).
+///
+/// The result is `from`'s state, idle and unpinned, with `backed` kept only
+/// if the store copy moved; it charges the page if it is resident (the
+/// page it came from is uncharged by [`Event::MovedAway`]) and wakes
+/// `held`'s sleepers. `Illegal` if `held` is not a held unbacked page,
+/// `from` is not held, or a copy the contents depend on did not move (a
+/// clean or evicted page's store copy).
+pub const fn moved_in(held: PageState, from: PageState, slot_moved: bool) -> Outcome {
+    let held_ok =
+        matches!(held.kind(), Kind::Unbacked) && matches!(held.op(), Op::Drop) && !held.is_pinned();
+    let from_held = match from.op() {
+        Op::Load | Op::Drop => !from.is_pinned(),
+        Op::Idle | Op::WriteBack => false,
+    };
+    let needs_slot = from.is_backed() && !matches!(from.kind(), Kind::Dirty);
+    if !held_ok || !from_held || (needs_slot && !slot_moved) {
+        return Outcome::Illegal;
+    }
+    let to = PageState(0)
+        .set_kind(from.kind())
+        .set_flag(BACKED, from.is_backed() && slot_moved)
+        .set_flag(REFERENCED, from.is_referenced());
+    let actions = Actions::NONE
+        .with_if(from.is_resident(), Actions::CHARGE)
+        .with_if(held.has_waiters(), Actions::WAKE);
+    apply(held, to, actions)
 }
 
 /// Logical implication, so the invariants read as written in the module doc.

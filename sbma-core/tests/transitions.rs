@@ -2,7 +2,7 @@
 //! event, plus literal expected tables for the idle states and the
 //! completion of every op.
 
-use sbma_core::{Actions, Event, Kind, MAX_PINS, Op, Outcome, PageState, transition};
+use sbma_core::{Actions, Event, Kind, MAX_PINS, Op, Outcome, PageState, moved_in, transition};
 
 /// Every valid state word (pins limited to 0, 1, 2 and the maximum).
 fn all_states() -> Vec<PageState> {
@@ -57,6 +57,8 @@ const IDLE_TABLE: &[(&str, Event, &str)] = {
         ("Unbacked",    Pin,               "Unbacked|pins=1 {}"),
         ("Unbacked",    Unpin,             "Illegal"),
         ("Unbacked",    Age,               "Done"),
+        ("Unbacked",    Hold,             "Unbacked|Drop {}"),
+        ("Unbacked",    MovedAway,        "Illegal"),
         ("Clean",       ReadFault,         "Done"),
         ("Clean",       WriteFault,        "Dirty|Load|ref {GrantWrite}"),
         ("Clean",       LoadComplete,      "Illegal"),
@@ -69,6 +71,8 @@ const IDLE_TABLE: &[(&str, Event, &str)] = {
         ("Clean",       Pin,               "Clean|pins=1 {}"),
         ("Clean",       Unpin,             "Illegal"),
         ("Clean",       Age,               "Done"),
+        ("Clean",       Hold,             "Clean|Load {}"),
+        ("Clean",       MovedAway,        "Illegal"),
         ("Clean|backed", ReadFault,         "Done"),
         ("Clean|backed", WriteFault,        "Dirty|Load|backed|ref {GrantWrite}"),
         ("Clean|backed", LoadComplete,      "Illegal"),
@@ -81,6 +85,8 @@ const IDLE_TABLE: &[(&str, Event, &str)] = {
         ("Clean|backed", Pin,               "Clean|backed|pins=1 {}"),
         ("Clean|backed", Unpin,             "Illegal"),
         ("Clean|backed", Age,               "Done"),
+        ("Clean|backed", Hold,             "Clean|Load|backed {}"),
+        ("Clean|backed", MovedAway,        "Illegal"),
         ("Dirty",       ReadFault,         "Done"),
         ("Dirty",       WriteFault,        "Done"),
         ("Dirty",       LoadComplete,      "Illegal"),
@@ -93,6 +99,8 @@ const IDLE_TABLE: &[(&str, Event, &str)] = {
         ("Dirty",       Pin,               "Dirty|pins=1 {}"),
         ("Dirty",       Unpin,             "Illegal"),
         ("Dirty",       Age,               "Done"),
+        ("Dirty",       Hold,             "Dirty|Load {}"),
+        ("Dirty",       MovedAway,        "Illegal"),
         ("Dirty|backed", ReadFault,         "Done"),
         ("Dirty|backed", WriteFault,        "Done"),
         ("Dirty|backed", LoadComplete,      "Illegal"),
@@ -105,6 +113,8 @@ const IDLE_TABLE: &[(&str, Event, &str)] = {
         ("Dirty|backed", Pin,               "Dirty|backed|pins=1 {}"),
         ("Dirty|backed", Unpin,             "Illegal"),
         ("Dirty|backed", Age,               "Done"),
+        ("Dirty|backed", Hold,             "Dirty|Load|backed {}"),
+        ("Dirty|backed", MovedAway,        "Illegal"),
         ("Evicted|backed", ReadFault,         "Clean|Load|backed|ref {Charge, ReadIn, GrantRead}"),
         ("Evicted|backed", WriteFault,        "Dirty|Load|backed|ref {Charge, ReadIn, GrantWrite}"),
         ("Evicted|backed", LoadComplete,      "Illegal"),
@@ -117,6 +127,8 @@ const IDLE_TABLE: &[(&str, Event, &str)] = {
         ("Evicted|backed", Pin,               "Evicted|backed|pins=1 {}"),
         ("Evicted|backed", Unpin,             "Illegal"),
         ("Evicted|backed", Age,               "Done"),
+        ("Evicted|backed", Hold,             "Evicted|Drop|backed {}"),
+        ("Evicted|backed", MovedAway,        "Illegal"),
     ]
 };
 
@@ -158,6 +170,14 @@ const BUSY_TABLE: &[(&str, Event, &str)] = {
         ("Clean|ref|pins=1",               Unpin,             "Clean|ref {}"),
         ("Clean|ref",                      Age,               "Clean {}"),
         ("Dirty|WriteBack|ref",            Age,               "Dirty|WriteBack {}"),
+        ("Dirty|ref|pins=1",               Hold,              "Pinned"),
+        ("Evicted|backed|pins=1",          Hold,              "Pinned"),
+        ("Clean|Load|ref",                 Hold,              "Busy"),
+        ("Dirty|Load|backed|ref|waiters",  MovedAway,         "Unbacked|Drop|waiters {PunchHole, Uncharge}"),
+        ("Clean|Load|ref",                 MovedAway,         "Unbacked|Drop {Uncharge}"),
+        ("Evicted|Drop|backed",            MovedAway,         "Unbacked|Drop {PunchHole}"),
+        ("Unbacked|Drop",                  MovedAway,         "Unbacked|Drop {}"),
+        ("Dirty|WriteBack",                MovedAway,         "Illegal"),
     ]
 };
 
@@ -226,6 +246,13 @@ fn every_state_and_event_obeys_the_invariants() {
                 Event::DropComplete => Some(Op::Drop),
                 _ => None,
             };
+            if e == Event::MovedAway {
+                assert_eq!(
+                    matches!(o, Outcome::Apply(_)),
+                    matches!(s.op(), Op::Load | Op::Drop),
+                    "{ctx}"
+                );
+            }
             if let Some(op) = completes {
                 assert_eq!(matches!(o, Outcome::Apply(_)), s.op() == op, "{ctx}");
             }
@@ -233,7 +260,11 @@ fn every_state_and_event_obeys_the_invariants() {
             if s.is_busy()
                 && matches!(
                     e,
-                    Event::ReadFault | Event::WriteFault | Event::Evict | Event::Clear
+                    Event::ReadFault
+                        | Event::WriteFault
+                        | Event::Evict
+                        | Event::Clear
+                        | Event::Hold
                 )
             {
                 assert_eq!(o, Outcome::Busy, "{ctx}");
@@ -246,6 +277,9 @@ fn every_state_and_event_obeys_the_invariants() {
                 && s.is_resident()
                 && s.is_pinned()
             {
+                assert_eq!(o, Outcome::Pinned, "{ctx}");
+            }
+            if e == Event::Hold && !s.is_busy() && s.is_pinned() {
                 assert_eq!(o, Outcome::Pinned, "{ctx}");
             }
             let Outcome::Apply(t) = o else { continue };
@@ -291,6 +325,7 @@ fn every_state_and_event_obeys_the_invariants() {
                     matches!(
                         e,
                         Event::LoadFailed
+                            | Event::MovedAway
                             | Event::WriteBackComplete
                             | Event::Pin
                             | Event::Unpin
@@ -311,6 +346,7 @@ fn every_state_and_event_obeys_the_invariants() {
                 assert!(
                     e == Event::WriteBackComplete
                         || e == Event::Clear
+                        || e == Event::MovedAway
                         || (e == Event::LoadFailed && from.op() == Op::Load),
                     "{ctx}: dirty data dropped"
                 );
@@ -381,4 +417,81 @@ fn lifecycle_walk() {
         s = t.to;
         assert_eq!(format!("{s:?}"), want, "after {e:?}");
     }
+}
+
+/// A move, for every state a page can be held in: the receiving page ends
+/// up as the moved one was, idle, and the budget is unchanged across the
+/// pair (`moved_in` charges exactly what `MovedAway` uncharges).
+#[test]
+fn a_move_carries_every_holdable_state() {
+    let held_dst = match transition(PageState::UNBACKED, Event::Hold) {
+        Outcome::Apply(t) => t.to,
+        o => panic!("hold of an unbacked page: {o:?}"),
+    };
+    let mut moves = 0;
+    for s in all_states() {
+        let Outcome::Apply(hold) = transition(s, Event::Hold) else {
+            assert!(s.is_busy() || s.is_pinned(), "{s:?} refused a hold");
+            continue;
+        };
+        assert!(hold.actions.is_empty(), "{s:?}: a hold acts");
+        let held = hold.to;
+        // Letting it go unchanged: the op's own completion.
+        let release = if held.is_resident() {
+            Event::LoadComplete
+        } else {
+            Event::DropComplete
+        };
+        let Outcome::Apply(back) = transition(held, release) else {
+            panic!("{held:?} cannot be released");
+        };
+        assert_eq!(back.to, s, "{s:?}: released differently");
+        for slot_moved in [false, true] {
+            let o = moved_in(held_dst, held, slot_moved);
+            let needs_slot = s.is_backed() && s.kind() != Kind::Dirty;
+            let Outcome::Apply(t) = o else {
+                assert!(needs_slot && !slot_moved, "{s:?} slot {slot_moved}: {o:?}");
+                continue;
+            };
+            moves += 1;
+            let to = t.to;
+            assert_eq!(PageState::from_word(to.word()), Some(to));
+            assert_eq!(to.kind(), s.kind(), "{s:?}");
+            assert_eq!(to.is_backed(), s.is_backed() && slot_moved, "{s:?}");
+            assert_eq!(to.is_referenced(), s.is_referenced(), "{s:?}");
+            assert!(!to.is_busy() && !to.is_pinned(), "{s:?}");
+            let Outcome::Apply(away) = transition(held, Event::MovedAway) else {
+                panic!("{held:?} refused MovedAway");
+            };
+            assert_eq!(
+                t.actions.contains(Actions::CHARGE),
+                away.actions.contains(Actions::UNCHARGE),
+                "{s:?}: budget changes across a move"
+            );
+            assert_eq!(
+                away.actions.contains(Actions::PUNCH_HOLE),
+                s.is_backed(),
+                "{s:?}: the old store copy stays"
+            );
+            let Outcome::Apply(done) = transition(away.to, Event::DropComplete) else {
+                panic!("{:?} cannot end", away.to);
+            };
+            assert_eq!(done.to, PageState::UNBACKED, "{s:?}");
+        }
+    }
+    assert!(moves >= 10, "only {moves} moves");
+    // Sleepers on the receiving page are woken.
+    let waiting = held_dst.with_waiters().unwrap();
+    let Outcome::Apply(t) = moved_in(waiting, held_dst, false) else {
+        panic!("unbacked into unbacked refused");
+    };
+    assert!(t.actions.contains(Actions::WAKE) && !t.to.has_waiters());
+    // Refused: a page that is not held, and a receiver that is not an
+    // unbacked held page.
+    let idle_dirty = PageState::from_parts(Kind::Dirty, Op::Idle, false, true, false, 0).unwrap();
+    assert_eq!(moved_in(held_dst, idle_dirty, true), Outcome::Illegal);
+    assert_eq!(
+        moved_in(PageState::UNBACKED, held_dst, true),
+        Outcome::Illegal
+    );
 }
