@@ -44,7 +44,7 @@ use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::Errno;
 use sbma_core::{
     Actions, AnyPolicy, Budget, Event, EvictionPolicy, Outcome, PageBackend, PageCount, PageIndex,
-    PageRange, PageSize, Protection, Transition, page::runs, run_actions, transition,
+    PageRange, PageSize, PageState, Protection, Transition, page::runs, run_actions, transition,
 };
 use std::sync::Arc;
 
@@ -1291,6 +1291,283 @@ impl Arena {
         }
     }
 
+    /// Moves the contents of `src` to the pages starting at `dst` without
+    /// copying bytes through memory: resident pages by `mremap`, store
+    /// copies by `copy_file_range` (see [`Memory::relocate`] and
+    /// `sbma_core::moved_in`). What `dst` held before is discarded; `src`
+    /// ends up reading as zeros or as before (the caller clears it). The
+    /// budget does not change.
+    ///
+    /// Work goes [`CLEAR_RUN`] pages at a time under the reclaim lock (no
+    /// eviction or fork in between): the chunk's target pages, then its
+    /// source pages are held (`Event::Hold`; faults on them wait), runs of
+    /// pages needing the same treatment are moved, each moved pair is
+    /// committed, and the rest is let go unchanged.
+    ///
+    /// # Errors
+    /// The pages moved so far (a prefix: the others are untouched in
+    /// `src`) with why the rest were not: [`Error::Forked`], [`Error::Pinned`]
+    /// (a source page is pinned), [`Error::Reentered`], or the failed
+    /// `mremap` or `copy_file_range` ([`Error::Map`], [`Error::Io`]; the
+    /// caller copies the rest).
+    pub(crate) fn relocate(&self, src: PageRange, dst: PageIndex) -> Result<(), (usize, Error)> {
+        if self.forked() {
+            return Err((0, Error::Forked));
+        }
+        let n = src.count.get();
+        self.clear(PageRange::new(dst, src.count), false)
+            .map_err(|e| (0, e))?;
+        let _evictions = self.reclaim.lock().map_err(|_| (0, Error::Reentered))?;
+        let mut done = 0;
+        let mut held: Vec<(PageState, PageState)> = Vec::new();
+        while done < n {
+            let len = (n - done).min(CLEAR_RUN);
+            let from = PageRange::new(PageIndex(src.start.0 + done), PageCount(len));
+            let to = PageIndex(dst.0 + done);
+            held.clear();
+            // A page that cannot be held ends the move there: the pages
+            // before it still move.
+            let stop = self.hold_for_move(from, to, &mut held).err();
+            let (moved, error) = self.move_held(from, to, &held);
+            self.let_go(from, to, &held, moved);
+            done += moved;
+            if let Some(e) = error.or(stop) {
+                return Err((done, e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds the pages of `to..` (each made unbacked if it is not) and
+    /// those of `from`, pair by pair, pushing each pair's held states to
+    /// `held`; on error, the pairs in `held` are held (a prefix).
+    fn hold_for_move(
+        &self,
+        from: PageRange,
+        to: PageIndex,
+        held: &mut Vec<(PageState, PageState)>,
+    ) -> Result<(), Error> {
+        for (i, p) in from.iter().enumerate() {
+            let q = PageIndex(to.0 + i);
+            let dst = loop {
+                let s = self.table.state(q);
+                if s.kind() != sbma_core::Kind::Unbacked && !s.is_busy() {
+                    // Taken by a write-ahead since the clear: free space
+                    // still, so clear it again.
+                    self.clear(PageRange::single(q), false)?;
+                    continue;
+                }
+                if let Some(h) = self.hold(q)? {
+                    if h.kind() == sbma_core::Kind::Unbacked {
+                        break h;
+                    }
+                    self.end_op(q, release_event(h));
+                }
+            };
+            let src = loop {
+                match self.hold(p) {
+                    Ok(Some(s)) => break s,
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.end_op(q, Event::DropComplete);
+                        return Err(e);
+                    }
+                }
+            };
+            held.push((src, dst));
+        }
+        Ok(())
+    }
+
+    /// Holds page `p` (waiting while it is busy); `None` if it changed
+    /// under the attempt (try again). A resident page leaves the policy.
+    fn hold(&self, p: PageIndex) -> Result<Option<PageState>, Error> {
+        let s = self.table.state(p);
+        match transition(s, Event::Hold) {
+            Outcome::Apply(t) => {
+                if self.table.commit(p, &t).is_err() {
+                    return Ok(None);
+                }
+                if s.is_resident() {
+                    self.policy.lock().forget(p);
+                }
+                Ok(Some(t.to))
+            }
+            Outcome::Busy => {
+                self.wait_while_busy(p);
+                Ok(None)
+            }
+            Outcome::Pinned => Err(Error::Pinned),
+            Outcome::Done | Outcome::Illegal => unreachable!("hold refused in {s:?}"),
+        }
+    }
+
+    /// Moves the held pages of `from` to `to..`, run by run; returns how
+    /// many pages (a prefix) now have their contents at `to`, and the
+    /// error that stopped it, if any.
+    fn move_held(
+        &self,
+        from: PageRange,
+        to: PageIndex,
+        held: &[(PageState, PageState)],
+    ) -> (usize, Option<Error>) {
+        let mut i = 0;
+        while i < held.len() {
+            let how = Treatment::of(held[i].0);
+            let mut j = i + 1;
+            while j < held.len() && Treatment::of(held[j].0) == how {
+                j += 1;
+            }
+            let (a, b) = (
+                PageRange::new(PageIndex(from.start.0 + i), PageCount(j - i)),
+                PageRange::new(PageIndex(to.0 + i), PageCount(j - i)),
+            );
+            let (moved, error) = self.move_run(a, b, how);
+            for k in 0..moved {
+                self.commit_move(
+                    PageIndex(a.start.0 + k),
+                    PageIndex(b.start.0 + k),
+                    held[i + k].0,
+                    how,
+                );
+            }
+            if moved > 0 && how != Treatment::Skip {
+                self.note_touched(b.start.0 + moved);
+                let backed = held[i..i + moved].iter().any(|h| h.0.is_backed());
+                let first = PageRange::new(a.start, PageCount(moved));
+                if backed {
+                    if let Err(e) = self.punch_hole(first) {
+                        // The contents are in place; the old copies stay
+                        // on disk, unreferenced (space, not data).
+                        let op = "releasing the old store copies of moved pages";
+                        return (
+                            i + moved,
+                            Some(Error::Io {
+                                op,
+                                source: e.errno,
+                            }),
+                        );
+                    }
+                }
+            }
+            if let Some(e) = error {
+                return (i + moved, Some(e));
+            }
+            i = j;
+        }
+        (held.len(), None)
+    }
+
+    /// Moves one run of held pages needing the same treatment; returns the
+    /// pages moved (a prefix) and the error that stopped the rest.
+    fn move_run(&self, a: PageRange, b: PageRange, how: Treatment) -> (usize, Option<Error>) {
+        let n = a.count.get();
+        let (slot, prot) = match how {
+            Treatment::Skip => return (n, None),
+            Treatment::Slot => (true, None),
+            Treatment::Memory { prot, slot } => (slot, Some(prot)),
+        };
+        let (from_off, to_off, len) = (self.offset(a.start), self.offset(b.start), self.bytes(a));
+        if slot {
+            let r = self
+                .preserve(to_off, len as u64)
+                .map_err(|e| e.errno)
+                .and_then(|()| {
+                    sys::copy_within_file(self.store.as_fd(), from_off, to_off, len as u64)
+                });
+            if let Err(e) = r {
+                let _ = sys::punch_hole(self.store.as_fd(), to_off, len as u64);
+                let op = "copying store copies to a new place (copy_file_range)";
+                return (0, Some(Error::Io { op, source: e }));
+            }
+        }
+        let Some(prot) = prot else {
+            Counters::add(&self.counters.pages_moved, n as u64);
+            return (n, None);
+        };
+        // SAFETY: both runs are held (busy), inside the reservation; the
+        // source pages are resident with `prot`, the target's are not.
+        let r = unsafe {
+            self.mem()
+                .relocate(self.addr(a.start), self.addr(b.start), len, prot)
+        };
+        let moved = match r {
+            Ok(()) => n,
+            Err((bytes, _)) => bytes >> self.page.shift(),
+        };
+        Counters::add(&self.counters.pages_moved, moved as u64);
+        match r {
+            Ok(()) => (n, None),
+            Err((_, e)) => {
+                if slot {
+                    let rest = PageRange::new(PageIndex(b.start.0 + moved), PageCount(n - moved));
+                    let _ = sys::punch_hole(
+                        self.store.as_fd(),
+                        self.offset(rest.start),
+                        self.bytes(rest) as u64,
+                    );
+                }
+                (
+                    moved,
+                    Some(Error::Map {
+                        op: "mremap",
+                        source: e,
+                    }),
+                )
+            }
+        }
+    }
+
+    /// Commits the move of held page `p` (held as `was`) to held page `q`.
+    /// The budget is left alone: `q` takes `p`'s charge.
+    fn commit_move(&self, p: PageIndex, q: PageIndex, was: PageState, how: Treatment) {
+        if how == Treatment::Skip {
+            return;
+        }
+        let slot = !matches!(how, Treatment::Memory { slot: false, .. });
+        loop {
+            let cur = self.table.state(q);
+            let Outcome::Apply(t) = sbma_core::moved_in(cur, was, slot) else {
+                unreachable!("moving {was:?} into {cur:?}");
+            };
+            if self.table.commit(q, &t).is_ok() {
+                if t.actions.contains(Actions::WAKE) {
+                    sys::futex_wake_all(self.table.word(q));
+                }
+                break;
+            }
+        }
+        if was.is_resident() {
+            self.policy.lock().admit(q);
+        }
+        // The store copy was released with the run (`move_held`); the
+        // charge went to `q`.
+        let a = self.table.apply(p, Event::MovedAway);
+        debug_assert!(matches!(a.outcome, Outcome::Apply(_)), "{:?}", a.observed);
+        self.end_op(p, Event::DropComplete);
+    }
+
+    /// Lets go of the held pairs from the `moved`-th on, unchanged.
+    fn let_go(
+        &self,
+        from: PageRange,
+        to: PageIndex,
+        held: &[(PageState, PageState)],
+        moved: usize,
+    ) {
+        for (i, &(src, dst)) in held.iter().enumerate() {
+            let (p, q) = (PageIndex(from.start.0 + i), PageIndex(to.0 + i));
+            let skipped = i < moved && Treatment::of(src) == Treatment::Skip;
+            if i >= moved || skipped {
+                self.end_op(p, release_event(src));
+                if src.is_resident() {
+                    self.policy.lock().admit(p);
+                }
+                self.end_op(q, release_event(dst));
+            }
+        }
+    }
+
     /// Pins (`true`) or unpins every page of `range`.
     pub(crate) fn pin(&self, range: PageRange, on: bool) {
         let event = if on { Event::Pin } else { Event::Unpin };
@@ -1396,6 +1673,47 @@ impl Arena {
             ));
         }
         Ok(())
+    }
+}
+
+/// What moving one held page takes ([`Arena::relocate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Treatment {
+    /// Nothing: it reads as zeros (unbacked, or clean and never written),
+    /// and so does the target.
+    Skip,
+    /// Its store copy (evicted).
+    Slot,
+    /// Its memory, with this access, and its store copy if `slot`
+    /// (clean pages; a dirty page's older copy is dropped instead).
+    Memory { prot: Protection, slot: bool },
+}
+
+impl Treatment {
+    fn of(s: PageState) -> Treatment {
+        use sbma_core::Kind;
+        match s.kind() {
+            Kind::Unbacked => Treatment::Skip,
+            Kind::Clean if !s.is_backed() => Treatment::Skip,
+            Kind::Clean => Treatment::Memory {
+                prot: Protection::Read,
+                slot: true,
+            },
+            Kind::Dirty => Treatment::Memory {
+                prot: Protection::ReadWrite,
+                slot: false,
+            },
+            Kind::Evicted => Treatment::Slot,
+        }
+    }
+}
+
+/// The event that lets a held page go unchanged (the end of its op).
+fn release_event(held: PageState) -> Event {
+    if held.is_resident() {
+        Event::LoadComplete
+    } else {
+        Event::DropComplete
     }
 }
 

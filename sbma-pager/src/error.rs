@@ -132,3 +132,30 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// A [`Pager::relocate`](crate::Pager::relocate) that stopped part-way:
+/// the first `moved` bytes are in their new place, the rest untouched in
+/// the old one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartlyMoved {
+    /// Bytes moved (whole pages, from the start of the range).
+    pub moved: usize,
+    /// Why the rest were not.
+    pub error: Error,
+}
+
+impl fmt::Display for PartlyMoved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "moved only the first {} bytes: {}",
+            self.moved, self.error
+        )
+    }
+}
+
+impl std::error::Error for PartlyMoved {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}

@@ -77,7 +77,7 @@ mod sys;
 mod uffd;
 
 pub use arena::{Access, is_pager_thread};
-pub use error::Error;
+pub use error::{Error, PartlyMoved};
 pub use fault_path::in_fault_path;
 
 /// Gives the calling thread an alternate signal stack of sbma's (64 KiB,
@@ -690,6 +690,66 @@ impl Pager {
         debug_assert!(outer.contains(first));
         self.arena()
             .clear(PageRange::new(first, PageCount(end - first.0)), false)
+    }
+
+    /// Bytes of the pages covering `[addr, addr + len)` that are resident
+    /// now (from the page table: one load per page, no syscall). A hint:
+    /// other threads may change it at once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRange`].
+    pub fn resident_bytes(&self, addr: *const u8, len: usize) -> Result<usize, Error> {
+        let range = self.pages(addr, len)?;
+        let a = self.arena();
+        let resident = range
+            .iter()
+            .filter(|&p| a.table().state(p).is_resident())
+            .count();
+        Ok(resident << a.page_size().shift())
+    }
+
+    /// Moves the contents of `[src, src + len)` to `[dst, dst + len)`
+    /// without copying them through memory: resident pages change place by
+    /// `mremap` (page tables move, no byte is copied), evicted ones by
+    /// `copy_file_range` of their backing-file slots (no read into memory).
+    /// What `dst` held is discarded; afterwards `src` reads as zeros or as
+    /// before (the caller clears or reuses it). Both ranges are whole
+    /// pages (page-aligned address and length), in live regions, and do
+    /// not overlap; the budget does not change. `realloc` of large objects
+    /// is built on it.
+    ///
+    /// Other threads must not access either range meanwhile (faults on
+    /// them wait; a thread of the program that accesses them is racing
+    /// with the move, as with `memcpy`).
+    ///
+    /// # Errors
+    /// [`PartlyMoved`]: the first `moved` bytes were moved and the rest are
+    /// untouched in `src` (the caller copies them), with why: as above
+    /// [`Error::InvalidRange`] (then nothing moved), [`Error::Forked`],
+    /// [`Error::Pinned`] (a source page is pinned), or the `mremap` or
+    /// `copy_file_range` that failed ([`Error::Map`], [`Error::Io`]: an
+    /// older kernel, a file system without `copy_file_range`, disk full).
+    pub fn relocate(&self, src: *const u8, dst: *const u8, len: usize) -> Result<(), PartlyMoved> {
+        let nothing = |error| PartlyMoved { moved: 0, error };
+        let page = self.arena().page_size();
+        let aligned = |a: *const u8| (a as usize) % page.bytes() == 0;
+        if !aligned(src) || !aligned(dst) || len % page.bytes() != 0 {
+            return Err(nothing(Error::InvalidRange));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let from = self.pages(src, len).map_err(nothing)?;
+        let to = self.pages(dst, len).map_err(nothing)?;
+        if from.contains(to.start) || to.contains(from.start) {
+            return Err(nothing(Error::InvalidRange));
+        }
+        self.arena()
+            .relocate(from, to.start)
+            .map_err(|(pages, error)| PartlyMoved {
+                moved: pages << page.shift(),
+                error,
+            })
     }
 
     /// Whether `addr` lies in a live region of this pager (SBMA's

@@ -190,6 +190,73 @@ pub(crate) trait Memory: Send + Sync {
     fn uffd(&self) -> Option<&Uffd> {
         None
     }
+
+    /// Moves the pages of `[src, src + len)`, all resident with access
+    /// `prot`, to `[dst, dst + len)` (which holds no page) without copying
+    /// them: afterwards `dst` holds them with access `prot` and any access
+    /// to `src` faults as to a page never written. Moves a prefix if the
+    /// whole cannot be: the error comes with the bytes moved (a multiple
+    /// of the OS page), and the rest is untouched.
+    ///
+    /// Signal backend: `mremap(MREMAP_DONTUNMAP)`, then the source is made
+    /// inaccessible again. uffd backend: `UFFDIO_MOVE` (Linux 6.8), then
+    /// clean pages are write-protected again. If that second step fails
+    /// (`mprotect` splitting past `vm.max_map_count`), the process aborts
+    /// with one line: going on would let accesses bypass the pager.
+    ///
+    /// # Safety
+    /// See the module doc; both ranges are busy.
+    unsafe fn relocate(
+        &self,
+        src: *mut u8,
+        dst: *mut u8,
+        len: usize,
+        prot: Protection,
+    ) -> Result<(), (usize, Errno)>;
+}
+
+/// Moves `[src, src + len)` to `dst` by `mremap` (keeping the source
+/// mapped), splitting the range where it spans several mappings (`EFAULT`:
+/// one `mremap` moves within one mapping), then calls `after(src, dst, len)`
+/// for every piece moved. Moves a prefix on error, as [`Memory::relocate`].
+///
+/// # Safety
+/// As [`Memory::relocate`].
+unsafe fn move_in_pieces(
+    src: *mut u8,
+    dst: *mut u8,
+    len: usize,
+    after: &mut dyn FnMut(*mut u8, *mut u8, usize),
+) -> Result<(), (usize, Errno)> {
+    // SAFETY: forwarded to the caller.
+    match unsafe { sys::move_pages_keep_source(src, dst, len) } {
+        Ok(()) => {
+            after(src, dst, len);
+            Ok(())
+        }
+        Err(Errno::FAULT) if len > rustix::param::page_size() => {
+            let half = (len / 2).next_multiple_of(rustix::param::page_size());
+            // SAFETY: both halves are inside the caller's ranges.
+            unsafe {
+                move_in_pieces(src, dst, half, after)?;
+                move_in_pieces(src.add(half), dst.add(half), len - half, after)
+                    .map_err(|(n, e)| (half + n, e))
+            }
+        }
+        Err(e) => Err((0, e)),
+    }
+}
+
+/// Aborts with one line naming the syscall that failed after pages moved.
+fn moved_but(what: &[u8], e: Errno) -> ! {
+    let mut num = [0u8; 20];
+    sys::die(&[
+        b"sbma: pages were moved but ",
+        what,
+        b" failed (errno ",
+        sys::decimal(e.raw_os_error().unsigned_abs() as usize, &mut num),
+        b")",
+    ])
 }
 
 /// The signal backend's memory: `PROT_NONE` until a fault.
@@ -285,6 +352,28 @@ impl Memory for SignalMemory {
 
     fn uses_staging(&self) -> bool {
         self.fill == FillMethod::SelfMem
+    }
+
+    unsafe fn relocate(
+        &self,
+        src: *mut u8,
+        dst: *mut u8,
+        len: usize,
+        _prot: Protection,
+    ) -> Result<(), (usize, Errno)> {
+        // The moved mapping keeps its protection; the source, now empty,
+        // must fault again.
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            move_in_pieces(src, dst, len, &mut |from, _, n| {
+                if let Err(e) = sys::protect(from, n, Prot::None) {
+                    moved_but(
+                        b"revoking access to their old place (mprotect: raise vm.max_map_count)",
+                        e,
+                    );
+                }
+            })
+        }
     }
 }
 
@@ -409,5 +498,30 @@ impl Memory for UffdMemory {
 
     fn uffd(&self) -> Option<&Uffd> {
         Some(&self.uffd)
+    }
+
+    unsafe fn relocate(
+        &self,
+        src: *mut u8,
+        dst: *mut u8,
+        len: usize,
+        prot: Protection,
+    ) -> Result<(), (usize, Errno)> {
+        // Page-table entries move; the source is missing again (and
+        // registered as before). Moved pages arrive writable: clean ones
+        // are write-protected again before anyone can see them.
+        // SAFETY: forwarded to the caller.
+        let r = unsafe { self.uffd.move_pages(dst, src, len) };
+        let moved = match r {
+            Ok(()) => len,
+            Err((n, _)) => n,
+        };
+        if prot == Protection::Read && moved > 0 {
+            // SAFETY: the moved part of the caller's busy target range.
+            if let Err(e) = unsafe { self.uffd.write_protect(dst, moved, true) } {
+                moved_but(b"write-protecting them again (UFFDIO_WRITEPROTECT)", e);
+            }
+        }
+        r
     }
 }

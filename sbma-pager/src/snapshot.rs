@@ -449,6 +449,17 @@ impl crate::memory::Memory for Snapshots {
     fn uses_staging(&self) -> bool {
         false
     }
+
+    unsafe fn relocate(
+        &self,
+        _src: *mut u8,
+        _dst: *mut u8,
+        _len: usize,
+        _prot: sbma_core::Protection,
+    ) -> Result<(), (usize, Errno)> {
+        // Never reached: a forked child refuses moves (`Arena::relocate`).
+        Err((0, Errno::NOTSUP))
+    }
 }
 
 /// A forked child's budget: the parent's limit, charged with the pages the

@@ -58,6 +58,9 @@ pub struct Stats {
     /// Pages whose backing-file slot was copied aside before a rewrite,
     /// for forked children that had not exec'd yet (see `docs/fork.md`).
     pub pages_preserved: u64,
+    /// Pages whose contents moved to another place without a copy through
+    /// memory (`realloc` of large objects: `mremap`, `copy_file_range`).
+    pub pages_moved: u64,
     /// In a forked child: loads admitted past the budget because the child
     /// held only pages it had dirtied (which it cannot write back).
     pub child_overcommits: u64,
@@ -93,6 +96,7 @@ pub(crate) struct Counters {
     pub requests_honoured: AtomicU64,
     pub pages_given_to_peers: AtomicU64,
     pub pages_preserved: AtomicU64,
+    pub pages_moved: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub read_ns: AtomicU64,
@@ -125,6 +129,7 @@ impl Counters {
             requests_honoured: g(&self.requests_honoured),
             pages_given_to_peers: g(&self.pages_given_to_peers),
             pages_preserved: g(&self.pages_preserved),
+            pages_moved: g(&self.pages_moved),
             bytes_read: g(&self.bytes_read),
             bytes_written: g(&self.bytes_written),
             read_ns: g(&self.read_ns),

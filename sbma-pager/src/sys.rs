@@ -178,6 +178,49 @@ pub unsafe fn move_mapping(from: *mut u8, to: *mut u8, len: usize) -> Result<(),
     .map(drop)
 }
 
+/// Moves the pages of `[from, from + len)` to `to`, keeping the source
+/// range mapped (empty, same protection and, under uffd, still
+/// registered): `mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED |
+/// MREMAP_DONTUNMAP, to)` (Linux 5.7; private anonymous memory). The
+/// target range is replaced by one mapping with the source's protection,
+/// which loses any userfaultfd registration (no `UFFD_FEATURE_EVENT_REMAP`).
+/// `EFAULT` if the source spans several mappings; on any error nothing
+/// moved.
+///
+/// # Safety
+/// Both ranges are page-aligned parts of mappings owned by the pager; the
+/// target's contents are lost.
+pub unsafe fn move_pages_keep_source(from: *mut u8, to: *mut u8, len: usize) -> Result<(), Errno> {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        rustix::mm::mremap_fixed(
+            from.cast::<c_void>(),
+            len,
+            len,
+            rustix::mm::MremapFlags::MAYMOVE | rustix::mm::MremapFlags::DONTUNMAP,
+            to.cast::<c_void>(),
+        )
+    }
+    .map(drop)
+}
+
+/// Copies `len` bytes of `fd` from offset `from` to offset `to` inside the
+/// kernel (`copy_file_range`, looping over short copies; the ranges must
+/// not overlap). A hole reads as zeros and is copied as such.
+pub fn copy_within_file(fd: BorrowedFd<'_>, from: u64, to: u64, len: u64) -> Result<(), Errno> {
+    let (mut done, mut src, mut dst) = (0u64, from, to);
+    while done < len {
+        let want = usize::try_from(len - done).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(fd, Some(&mut src), fd, Some(&mut dst), want) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => done += n as u64,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Reads exactly `len` bytes at `offset` into `buf`, retrying on `EINTR`
 /// and short reads. Bytes past the end of the file read as zeros (a sparse
 /// store's never-written tail).

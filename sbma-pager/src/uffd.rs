@@ -44,6 +44,15 @@ const WRITEPROTECT_MODE_WP: u64 = 1;
 /// `UFFDIO_WRITEPROTECT_MODE_DONTWAKE`.
 const WRITEPROTECT_MODE_DONTWAKE: u64 = 2;
 
+/// `UFFDIO_MOVE`: `_IOWR(0xAA, _UFFDIO_MOVE, struct uffdio_move)` (Linux
+/// 6.8; not exported by linux-raw-sys).
+const UFFDIO_MOVE: u32 = (3 << 30)
+    | ((core::mem::size_of::<uapi::uffdio_move>() as u32) << 16)
+    | (0xAA << 8)
+    | uapi::_UFFDIO_MOVE;
+/// `UFFDIO_MOVE_MODE_DONTWAKE`.
+const MOVE_MODE_DONTWAKE: u64 = 1;
+
 /// Features the backend needs: write-protect fault flags, and the faulting
 /// thread's id (to signal a thread that touched freed memory).
 const FEATURES: u64 = (uapi::UFFD_FEATURE_PAGEFAULT_FLAG_WP | uapi::UFFD_FEATURE_THREAD_ID) as u64;
@@ -249,6 +258,47 @@ impl Uffd {
         };
         // SAFETY: UFFDIO_WRITEPROTECT reads a `uffdio_writeprotect`.
         unsafe { self.ioctl(nr::UFFDIO_WRITEPROTECT, &mut wp) }
+    }
+
+    /// Moves the pages of `[src, src + len)` to `[dst, dst + len)`:
+    /// `UFFDIO_MOVE` (Linux 6.8), which moves the page-table entries of
+    /// exclusive anonymous pages, leaving `src` missing (it faults again)
+    /// and `dst` present and writable; no VMA changes, no copy. Returns
+    /// the bytes moved before an error with the error (`EEXIST` if a
+    /// target page is present, `ENOENT` for a source hole, `EBUSY` for a
+    /// page shared with a forked child, `EINVAL`/`ENOTTY` on kernels
+    /// without it).
+    ///
+    /// # Safety
+    /// Both ranges are registered, owned by the caller and busy.
+    pub unsafe fn move_pages(
+        &self,
+        dst: *mut u8,
+        src: *mut u8,
+        len: usize,
+    ) -> Result<(), (usize, Errno)> {
+        let mut done = 0usize;
+        while done < len {
+            let mut m = uapi::uffdio_move {
+                dst: dst as u64 + done as u64,
+                src: src as u64 + done as u64,
+                len: (len - done) as u64,
+                mode: MOVE_MODE_DONTWAKE,
+                move_: 0,
+            };
+            // SAFETY: UFFDIO_MOVE reads and writes a `uffdio_move`; the
+            // ranges are as the caller guarantees.
+            let r = unsafe { self.ioctl(UFFDIO_MOVE, &mut m) };
+            if m.move_ > 0 {
+                done += m.move_ as usize;
+            }
+            match r {
+                Ok(()) => done = len,
+                Err(Errno::AGAIN) => {}
+                Err(e) => return Err((done, e)),
+            }
+        }
+        Ok(())
     }
 
     /// Wakes the threads waiting on faults in the range: `UFFDIO_WAKE`.

@@ -50,6 +50,11 @@ fn scenarios() -> Vec<Scenario> {
             forks_while_another_thread_writes_back,
             Expect::Exit0,
         ),
+        (
+            "child_reads_its_fork_while_the_parent_moves_pages",
+            child_reads_its_fork_while_the_parent_moves_pages,
+            Expect::Exit0,
+        ),
     ]
 }
 
@@ -234,6 +239,68 @@ fn child_reads_its_fork_while_the_parent_rewrites() {
     pager.evict_all().unwrap();
     assert_eq!(pager.stats().pages_preserved, preserved);
     assert_eq!(mismatches(p, 0..PAGES, |i| value(i, 3), "parent"), 0);
+    pager.check_invariants().unwrap();
+}
+
+/// A move (`Pager::relocate`) while a child reads its fork: the parent's
+/// source slots are punched and its target slots rewritten, but the child
+/// still reads generation 1 in the source (the snapshot preserved them);
+/// the parent reads it at the target. Evicted pages move first (slots),
+/// then clean and dirty ones (memory: `mremap`; under uffd `UFFDIO_MOVE`
+/// refuses pages the child still shares, and the rest is copied, as
+/// `realloc` does).
+fn child_reads_its_fork_while_the_parent_moves_pages() {
+    let pager = Pager::builder()
+        .budget(BUDGET_PAGES * PAGE)
+        .page_size(PAGE)
+        .backend(backend())
+        .build()
+        .unwrap();
+    let region = pager.alloc(2 * PAGES * PAGE).unwrap();
+    let p = region.as_mut_ptr().cast::<u64>();
+    let q = p.wrapping_add(PAGES * WORDS_PER_PAGE);
+    // The target held other data, part of it on disk.
+    fill(q, 0..PAGES, 9);
+    fill(p, 0..PAGES, 1);
+    pager.evict_all().unwrap();
+    // SAFETY: pages 8..14 of the live region.
+    let (clean, dirty) = unsafe { (p.add(8 * WORDS_PER_PAGE), p.add(12 * WORDS_PER_PAGE)) };
+    pager.touch(clean.cast(), 4 * PAGE, Access::Read).unwrap();
+    pager.touch(dirty.cast(), 2 * PAGE, Access::Write).unwrap();
+    let (go_r, go_w) = pipe();
+    let (done_r, done_w) = pipe();
+    let addr = p as usize;
+    let child = fork_child(|| {
+        receive(go_r);
+        verify_generation_one(addr, done_r, "child")
+    });
+    send(go_w);
+    if let Err(e) = pager.relocate(p.cast(), q.cast(), PAGES * PAGE) {
+        eprintln!("moved {} bytes, copying the rest: {}", e.moved, e.error);
+        // SAFETY: the unmoved rest of both ranges, live and disjoint.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                p.cast::<u8>().add(e.moved),
+                q.cast::<u8>().add(e.moved),
+                PAGES * PAGE - e.moved,
+            );
+        }
+    }
+    let moved = pager.stats().pages_moved;
+    assert!(moved >= 8, "only {moved} pages moved");
+    pager.clear(p.cast(), PAGES * PAGE).unwrap();
+    fill(p, 0..PAGES, 2);
+    pager.evict_all().unwrap();
+    send(done_w);
+    let status = wait(child);
+    assert_eq!(status.code(), Some(0), "child: {status:?}");
+    assert_eq!(mismatches(q, 0..PAGES, |i| value(i, 1), "target"), 0);
+    assert_eq!(mismatches(p, 0..PAGES, |i| value(i, 2), "source"), 0);
+    pager.evict_all().unwrap();
+    assert_eq!(
+        mismatches(q, 0..PAGES, |i| value(i, 1), "target reloaded"),
+        0
+    );
     pager.check_invariants().unwrap();
 }
 

@@ -107,6 +107,20 @@ macro_rules! per_backend {
     )*};
 }
 
+/// As [`per_backend!`], over every [`variants`] entry (both fill methods
+/// of the signal backend too).
+#[allow(unused_macros, reason = "each test binary uses a different subset")]
+macro_rules! per_backend_variant {
+    ($($name:ident => $on:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            for v in common::variants() {
+                $on(v);
+            }
+        }
+    )*};
+}
+
 /// The test binaries' allocator: the system's, except that an allocation
 /// on the fault path (inside sbma's SIGSEGV handler or the uffd service's
 /// fault resolution) aborts with one line. The fault path must allocate
