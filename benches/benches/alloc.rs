@@ -11,7 +11,13 @@
 //!   random sizes (16 B to 1 KiB), and swap their slot arrays every 50,000
 //!   operations, so about half the frees are remote (after larson);
 //! - `prodcons`: one thread allocates blocks of 16 to 512 bytes and sends
-//!   them in batches to another, which frees them (every free is remote).
+//!   them in batches to another, which frees them (every free is remote);
+//! - `realloc grow`: one thread grows an object from 1 MiB to 64 MiB by
+//!   doubling `realloc`s, a 64 KiB block allocated after it each time so
+//!   it cannot always grow in place, and touches every 4 KiB of each new
+//!   tail (a growing vector). Its figure is MB/s of contents carried
+//!   across the `realloc`s (glibc's large blocks are `mmap`ed and moved by
+//!   `mremap`; in core, sbma and mimalloc copy).
 //!
 //! Each workload runs `--reps` times (default 5) per allocator, in
 //! rotation; the best run counts. Ratios are sbma's throughput over the
@@ -140,6 +146,45 @@ fn larson(a: Under, threads: usize, slots: usize, ops: usize) -> Duration {
     t
 }
 
+/// The block allocated after the growing object at each step: large
+/// enough to be placed right after it (a small block would come from a
+/// span of small blocks elsewhere and not block anything).
+const BLOCKER: usize = 64 << 10;
+
+/// Grows an object 1 MiB -> 64 MiB `passes` times (see the module doc).
+fn realloc_grow(a: Under, passes: usize) -> Duration {
+    let t0 = Instant::now();
+    for _ in 0..passes {
+        let mut len = 1usize << 20;
+        let mut p = a.alloc(len) as *mut u8;
+        touch(p, 0, len);
+        let mut blockers = Vec::new();
+        while len < 64 << 20 {
+            blockers.push(a.alloc(BLOCKER));
+            // SAFETY: `p` is live with this layout; the size is non-zero.
+            p = unsafe {
+                a.0.realloc(p, Layout::from_size_align_unchecked(len, 16), 2 * len)
+            };
+            assert!(!p.is_null(), "realloc to {} bytes failed", 2 * len);
+            touch(p, len, 2 * len);
+            len *= 2;
+        }
+        a.free(p as usize, len);
+        for b in blockers {
+            a.free(b, BLOCKER);
+        }
+    }
+    t0.elapsed()
+}
+
+/// Writes one byte in every 4 KiB of `[p + from, p + to)`.
+fn touch(p: *mut u8, from: usize, to: usize) {
+    for i in (from..to).step_by(4096) {
+        // SAFETY: inside the caller's live block.
+        unsafe { p.add(i).write(i as u8) };
+    }
+}
+
 fn prodcons(a: Under, blocks: usize) -> Duration {
     const BATCH: usize = 256;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Slots>(64);
@@ -255,6 +300,14 @@ fn main() {
     ));
     let pc = n(4_000_000);
     work.push(("prodcons".into(), pc, Box::new(move |a| prodcons(a, pc))));
+    // Bytes carried per pass: 1 + 2 + ... + 32 MiB (the rate's "ops"
+    // are bytes, so its figure is MB/s).
+    let passes = (n(2_000) / 1000).max(1) * 4;
+    work.push((
+        "realloc grow MB/s".into(),
+        passes * (63 << 20),
+        Box::new(move |a| realloc_grow(a, passes)),
+    ));
 
     println!(
         "{:<18} {:>12} {:>12} {:>12} {:>10} {:>10}",

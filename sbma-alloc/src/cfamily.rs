@@ -103,8 +103,10 @@ impl SbmaAlloc {
 
     /// `realloc(p, size)`: null `p` allocates; size 0 frees and returns
     /// null (glibc); otherwise the contents up to the smaller size are kept,
-    /// in place when the block or the spans after it allow. On failure
-    /// null with `ENOMEM`, and `p` is untouched.
+    /// in place when the block or the spans after it allow; a large object
+    /// (from [`MOVE_MIN`](crate::MOVE_MIN)) that must move while mostly
+    /// out of memory has its pages moved, not its bytes copied. On failure null with `ENOMEM`, and `p`
+    /// is untouched.
     ///
     /// # Safety
     /// As [`SbmaAlloc::free`] for `p`.
@@ -132,8 +134,13 @@ impl SbmaAlloc {
             unreachable!("checked in the arena above")
         };
         if let Some(s) = core.large_span(p) {
-            if size > core.classes.max_size() && core.resize_large_in_place(s, size) {
-                return p;
+            if size > core.classes.max_size() {
+                if core.resize_large_in_place(s, size) {
+                    return p;
+                }
+                if let Some(q) = core.move_large(p, s, size) {
+                    return q;
+                }
             }
         } else if size <= old
             && (size > core.classes.max_size()

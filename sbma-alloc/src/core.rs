@@ -42,6 +42,11 @@ pub(crate) const MAX_HEAPS: usize = 4096;
 /// `heap::LARGE_CACHE` of them.
 pub(crate) const LARGE_CACHE_SPANS: usize = 16;
 
+/// The smallest large object `realloc` moves by pages when it cannot
+/// grow in place (and most of it is out of memory): below it, copying the
+/// bytes costs less than the pager's lock and syscalls.
+pub const MOVE_MIN: usize = 256 << 10;
+
 std::thread_local! {
     /// The heap this thread used last: `(instance id, heap)`.
     static CURRENT: Cell<(u64, *const Heap)> = const { Cell::new((0, core::ptr::null())) };
@@ -109,6 +114,7 @@ struct Pool {
 pub(crate) struct CoreCounters {
     pub small_spans: AtomicUsize,
     pub cleared_bytes: AtomicUsize,
+    pub moved_bytes: AtomicUsize,
 }
 
 /// An allocator instance.
@@ -681,6 +687,47 @@ impl Core {
         m.len.store(want, Relaxed);
         m.size.store(size, Relaxed);
         true
+    }
+
+    /// Moves the large object at `p` (span `s`), which cannot grow in
+    /// place, to a new one of `size` bytes by moving its pages through the
+    /// pager (`Pager::relocate`: file ranges for evicted pages, page
+    /// tables for resident ones) instead of copying its bytes, and frees
+    /// it. Only when it pays: the object is at least [`MOVE_MIN`] and at
+    /// most half of it is in memory (a copy would read the rest back from
+    /// disk, evicting as much; for resident pages a copy is faster than
+    /// the kernel's moves, which flush the TLB page by page). `None`
+    /// otherwise, in a forked child, or if no run is free (the caller
+    /// copies, or fails). Pages the pager could not move are copied.
+    pub fn move_large(&self, p: *mut u8, s: usize, size: usize) -> Option<*mut u8> {
+        let old = self.large_usable(s);
+        if old < MOVE_MIN || size <= old || FORKED.load(Relaxed) {
+            return None;
+        }
+        let resident = self.pager.resident_bytes(p, old).unwrap_or(old);
+        if resident > old / 2 {
+            return None;
+        }
+        let (q, _) = self.alloc_large(size, MIN_ALIGN);
+        if q.is_null() {
+            return None;
+        }
+        let moved = {
+            let _busy = Busy::enter();
+            let _errno = crate::sys::ErrnoGuard::save();
+            match self.pager.relocate(p, q, old) {
+                Ok(()) => old,
+                Err(e) => e.moved,
+            }
+        };
+        if moved < old {
+            // SAFETY: both objects are live and distinct; `old` bytes are
+            // readable at `p` and writable at `q` (`size > old`).
+            unsafe { core::ptr::copy_nonoverlapping(p.add(moved), q.add(moved), old - moved) };
+        }
+        self.counters.moved_bytes.fetch_add(moved, Relaxed);
+        self.free(p);
+        Some(q)
     }
 
     /// Whether `p` is the start of a large object, and its span.

@@ -70,6 +70,7 @@ mod span;
 mod stats;
 mod sys;
 
+pub use crate::core::MOVE_MIN;
 pub use classes::{
     ClassTable, MAX_CLASSES, MAX_SMALL, MIN_ALIGN, PowerOfTwoClasses, QuarterClasses, SizeClasses,
 };

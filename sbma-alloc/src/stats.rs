@@ -45,6 +45,9 @@ pub struct AllocStats {
     pub spans_dirty: usize,
     /// Bytes of freed runs cleared through the pager.
     pub cleared_bytes: usize,
+    /// Bytes `realloc` moved to a new place as pages (page tables or file
+    /// ranges) rather than copied.
+    pub moved_bytes: usize,
     /// Heaps ever created (threads that allocated).
     pub heaps: usize,
     /// The pager's statistics.
@@ -117,6 +120,7 @@ impl SbmaAlloc {
             spans_free,
             spans_dirty,
             cleared_bytes: k.cleared_bytes.load(Relaxed),
+            moved_bytes: k.moved_bytes.load(Relaxed),
             heaps: core.heaps_created(),
             pager: core.pager.stats(),
         })

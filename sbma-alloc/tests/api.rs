@@ -145,6 +145,89 @@ fn large_realloc_grows_and_shrinks_in_place() {
     assert!(s.classes.iter().all(|c| c.blocks == 0), "{s:?}");
 }
 
+/// Large objects that cannot grow in place move by pages (page tables,
+/// file ranges), not by copying: three threads each grow an object from
+/// 512 KiB to 16 MiB, a neighbour blocking every step, over 6x the
+/// budget (so part of each object is evicted when it moves); every byte
+/// is checked after every step and once more at the end. On every
+/// backend (`mremap` or `UFFDIO_MOVE`).
+#[test]
+fn large_realloc_moves_pages_out_of_core() {
+    let (backends, skipped) = sbma_alloc::sbma_pager::Backend::usable();
+    if let Some(why) = skipped {
+        eprintln!("SKIPPED: the uffd backend on this machine: {why}");
+    }
+    for backend in backends {
+        grow_by_moving(backend);
+    }
+}
+
+fn grow_by_moving(backend: sbma_alloc::sbma_pager::Backend) {
+    const THREADS: u64 = 3;
+    let a = sbma_alloc::SbmaAlloc::builder()
+        .pager(
+            sbma_alloc::sbma_pager::Pager::builder()
+                .budget(8 << 20)
+                .page_size(16 << 10)
+                .max_size(4 << 30)
+                .backend(backend),
+        )
+        .build()
+        .unwrap();
+    // Joined one by one (`pthread_join`): a scope's end does not wait for
+    // the threads' exit handlers, which return their heaps to `a`.
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let a = &a;
+                s.spawn(move || {
+                    let mut len = 512usize << 10;
+                    let mut p = a.malloc(len);
+                    fill(p, len, t);
+                    let mut blockers = Vec::new();
+                    while len < 16 << 20 {
+                        blockers.push(a.malloc(64 << 10) as usize);
+                        // SAFETY: `p` is ours; realloc returns the block to use.
+                        let q = unsafe { a.realloc(p, 2 * len) };
+                        assert!(!q.is_null());
+                        assert_eq!(check(q, len, t), 0, "thread {t}: {len} bytes after a move");
+                        // The new tail, in the seed's pattern from offset `len`.
+                        for i in len..2 * len {
+                            // SAFETY: inside the grown block.
+                            unsafe { q.add(i).write(common::pattern(t, i)) };
+                        }
+                        p = q;
+                        len *= 2;
+                    }
+                    assert_eq!(check(p, len, t), 0, "thread {t}: at the end");
+                    // SAFETY: ours.
+                    unsafe {
+                        a.free(p);
+                        for b in blockers {
+                            a.free(b as *mut u8);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    let s = a.stats().unwrap();
+    assert!(
+        s.moved_bytes >= 8 << 20 && s.pager.pages_moved > 0,
+        "{backend}: realloc copied instead of moving: {} bytes moved, {} pages",
+        s.moved_bytes,
+        s.pager.pages_moved
+    );
+    assert!(
+        s.pager.pages_evicted > 0,
+        "{backend}: the objects never left memory: the test did not run out of core"
+    );
+    assert_eq!(s.large_objects, 0, "{s:?}");
+}
+
 #[test]
 fn interior_and_foreign_pointers_are_recognized() {
     let a = alloc(64 << 20, 16 << 10);
