@@ -199,8 +199,9 @@ pub(crate) trait Memory: Send + Sync {
     /// of the OS page), and the rest is untouched.
     ///
     /// Signal backend: `mremap(MREMAP_DONTUNMAP)`, then the source is made
-    /// inaccessible again. uffd backend: `UFFDIO_MOVE` (Linux 6.8), then
-    /// clean pages are write-protected again. If that second step fails
+    /// inaccessible again. uffd backend: `UFFDIO_MOVE` (Linux 6.8; where
+    /// it cannot, `UFFDIO_COPY` and a discard of the source), then clean
+    /// pages are write-protected again. If that second step fails
     /// (`mprotect` splitting past `vm.max_map_count`), the process aborts
     /// with one line: going on would let accesses bypass the pager.
     ///
@@ -511,7 +512,21 @@ impl Memory for UffdMemory {
         // registered as before). Moved pages arrive writable: clean ones
         // are write-protected again before anyone can see them.
         // SAFETY: forwarded to the caller.
-        let r = unsafe { self.uffd.move_pages(dst, src, len) };
+        let mut r = unsafe { self.uffd.move_pages(dst, src, len) };
+        if let Err((n, _)) = r {
+            // Where the kernel cannot move them (before Linux 6.8, or
+            // `EBUSY`: pages a forked child still shares), the rest is
+            // copied into the missing target pages (`UFFDIO_COPY`, as a
+            // fill) and dropped from the source.
+            // SAFETY: the unmoved rest of the caller's busy ranges: the
+            // source is resident and readable, the target missing.
+            r = unsafe {
+                self.uffd
+                    .copy(dst.add(n), src.add(n), len - n, prot == Protection::Read)
+                    .and_then(|()| sys::discard(src.add(n), len - n))
+            }
+            .map_err(|e| (n, e));
+        }
         let moved = match r {
             Ok(()) => len,
             Err((n, _)) => n,

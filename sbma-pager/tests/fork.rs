@@ -247,8 +247,8 @@ fn child_reads_its_fork_while_the_parent_rewrites() {
 /// still reads generation 1 in the source (the snapshot preserved them);
 /// the parent reads it at the target. Evicted pages move first (slots),
 /// then clean and dirty ones (memory: `mremap`; under uffd `UFFDIO_MOVE`
-/// refuses pages the child still shares, and the rest is copied, as
-/// `realloc` does).
+/// refuses pages the child still shares and the pager copies them). What
+/// does not move is copied, as `realloc` does.
 fn child_reads_its_fork_while_the_parent_moves_pages() {
     let pager = Pager::builder()
         .budget(BUDGET_PAGES * PAGE)
