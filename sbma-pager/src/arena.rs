@@ -1423,15 +1423,16 @@ impl Arena {
                 PageRange::new(PageIndex(to.0 + i), PageCount(j - i)),
             );
             let (moved, error) = self.move_run(a, b, how);
-            for k in 0..moved {
-                self.commit_move(
-                    PageIndex(a.start.0 + k),
-                    PageIndex(b.start.0 + k),
-                    held[i + k].0,
-                    how,
-                );
-            }
+            // Skipped pages read as zeros in both places: nothing to commit.
             if moved > 0 && how != Treatment::Skip {
+                for k in 0..moved {
+                    self.commit_move(
+                        PageIndex(a.start.0 + k),
+                        PageIndex(b.start.0 + k),
+                        held[i + k].0,
+                        how,
+                    );
+                }
                 self.note_touched(b.start.0 + moved);
                 let backed = held[i..i + moved].iter().any(|h| h.0.is_backed());
                 let first = PageRange::new(a.start, PageCount(moved));
@@ -1521,9 +1522,7 @@ impl Arena {
     /// Commits the move of held page `p` (held as `was`) to held page `q`.
     /// The budget is left alone: `q` takes `p`'s charge.
     fn commit_move(&self, p: PageIndex, q: PageIndex, was: PageState, how: Treatment) {
-        if how == Treatment::Skip {
-            return;
-        }
+        debug_assert_ne!(how, Treatment::Skip);
         let slot = !matches!(how, Treatment::Memory { slot: false, .. });
         loop {
             let cur = self.table.state(q);

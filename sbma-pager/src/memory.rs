@@ -216,31 +216,33 @@ pub(crate) trait Memory: Send + Sync {
     ) -> Result<(), (usize, Errno)>;
 }
 
-/// Moves `[src, src + len)` to `dst` by `mremap` (keeping the source
-/// mapped), splitting the range where it spans several mappings (`EFAULT`:
-/// one `mremap` moves within one mapping), then calls `after(src, dst, len)`
-/// for every piece moved. Moves a prefix on error, as [`Memory::relocate`].
+/// The signal backend's move: `[src, src + len)` to `dst` by `mremap`
+/// (keeping the source mapped), splitting the range where it spans several
+/// mappings (`EFAULT`: one `mremap` moves within one mapping); each piece's
+/// old place, now empty, is made inaccessible again so it faults. Moves a
+/// prefix on error, as [`Memory::relocate`].
 ///
 /// # Safety
 /// As [`Memory::relocate`].
-unsafe fn move_in_pieces(
-    src: *mut u8,
-    dst: *mut u8,
-    len: usize,
-    after: &mut dyn FnMut(*mut u8, *mut u8, usize),
-) -> Result<(), (usize, Errno)> {
+unsafe fn move_and_revoke(src: *mut u8, dst: *mut u8, len: usize) -> Result<(), (usize, Errno)> {
     // SAFETY: forwarded to the caller.
     match unsafe { sys::move_pages_keep_source(src, dst, len) } {
         Ok(()) => {
-            after(src, dst, len);
+            // SAFETY: the caller's busy source, empty now.
+            if let Err(e) = unsafe { sys::protect(src, len, Prot::None) } {
+                moved_but(
+                    b"revoking access to their old place (mprotect: raise vm.max_map_count)",
+                    e,
+                );
+            }
             Ok(())
         }
         Err(Errno::FAULT) if len > rustix::param::page_size() => {
             let half = (len / 2).next_multiple_of(rustix::param::page_size());
             // SAFETY: both halves are inside the caller's ranges.
             unsafe {
-                move_in_pieces(src, dst, half, after)?;
-                move_in_pieces(src.add(half), dst.add(half), len - half, after)
+                move_and_revoke(src, dst, half)?;
+                move_and_revoke(src.add(half), dst.add(half), len - half)
                     .map_err(|(n, e)| (half + n, e))
             }
         }
@@ -362,19 +364,9 @@ impl Memory for SignalMemory {
         len: usize,
         _prot: Protection,
     ) -> Result<(), (usize, Errno)> {
-        // The moved mapping keeps its protection; the source, now empty,
-        // must fault again.
+        // The moved mapping keeps its protection.
         // SAFETY: forwarded to the caller.
-        unsafe {
-            move_in_pieces(src, dst, len, &mut |from, _, n| {
-                if let Err(e) = sys::protect(from, n, Prot::None) {
-                    moved_but(
-                        b"revoking access to their old place (mprotect: raise vm.max_map_count)",
-                        e,
-                    );
-                }
-            })
-        }
+        unsafe { move_and_revoke(src, dst, len) }
     }
 }
 
@@ -512,22 +504,7 @@ impl Memory for UffdMemory {
         // registered as before). Moved pages arrive writable: clean ones
         // are write-protected again before anyone can see them.
         // SAFETY: forwarded to the caller.
-        let mut r = unsafe { self.uffd.move_pages(dst, src, len) };
-        if let Err((n, _)) = r {
-            // Where the kernel cannot move them (before Linux 6.8, or
-            // `EBUSY`: pages a forked child still shares), the rest is
-            // copied into the missing target pages (`UFFDIO_COPY`, as a
-            // fill) and dropped from the source.
-            // SAFETY: the unmoved rest of the caller's busy ranges: the
-            // source is resident and readable, the target missing.
-            r = unsafe {
-                self.uffd
-                    .copy(dst.add(n), src.add(n), len - n, prot == Protection::Read)
-                    .and_then(|()| sys::discard(src.add(n), len - n))
-            }
-            .map_err(|e| (n, e));
-        }
-        let moved = match r {
+        let moved = match unsafe { self.uffd.move_pages(dst, src, len) } {
             Ok(()) => len,
             Err((n, _)) => n,
         };
@@ -537,6 +514,31 @@ impl Memory for UffdMemory {
                 moved_but(b"write-protecting them again (UFFDIO_WRITEPROTECT)", e);
             }
         }
-        r
+        if moved == len {
+            return Ok(());
+        }
+        // Where the kernel cannot move them (before Linux 6.8, or `EBUSY`:
+        // pages a forked child still shares), the rest is copied into the
+        // missing target pages (`UFFDIO_COPY`, as a fill, write-protected
+        // if clean) and dropped from the source.
+        let (to, from, rest) = (
+            dst.wrapping_add(moved),
+            src.wrapping_add(moved),
+            len - moved,
+        );
+        // SAFETY: the unmoved rest of the caller's busy ranges: the source
+        // is resident and readable, the target missing.
+        if let Err(e) = unsafe { self.uffd.copy(to, from, rest, prot == Protection::Read) } {
+            // A partial copy must leave no page in the target (it stays
+            // unbacked, where a present page would never fault).
+            // SAFETY: the caller's busy target, holding nothing it needs.
+            let _ = unsafe { sys::discard(to, rest) };
+            return Err((moved, e));
+        }
+        // SAFETY: the caller's busy source, copied.
+        if let Err(e) = unsafe { sys::discard(from, rest) } {
+            moved_but(b"dropping their old place (madvise)", e);
+        }
+        Ok(())
     }
 }

@@ -17,7 +17,7 @@ use core::ffi::c_void;
 use core::sync::atomic::AtomicU32;
 use rustix::fd::{BorrowedFd, OwnedFd};
 use rustix::io::Errno;
-use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
+use rustix::mm::{Advice, MapFlags, MprotectFlags, MremapFlags, ProtFlags};
 use rustix::thread::futex;
 
 /// Reserves `len` bytes of address space with no access and no commit
@@ -166,24 +166,16 @@ pub unsafe fn discard(addr: *mut u8, len: usize) -> Result<(), Errno> {
 /// Both ranges are page-aligned mappings owned by the pager.
 pub unsafe fn move_mapping(from: *mut u8, to: *mut u8, len: usize) -> Result<(), Errno> {
     // SAFETY: forwarded to the caller.
-    unsafe {
-        rustix::mm::mremap_fixed(
-            from.cast::<c_void>(),
-            len,
-            len,
-            rustix::mm::MremapFlags::MAYMOVE,
-            to.cast::<c_void>(),
-        )
-    }
-    .map(drop)
+    unsafe { remap_fixed(from, to, len, MremapFlags::MAYMOVE) }
 }
 
 /// Moves the pages of `[from, from + len)` to `to`, keeping the source
-/// range mapped (empty, same protection and, under uffd, still
-/// registered): `mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED |
-/// MREMAP_DONTUNMAP, to)` (Linux 5.7; private anonymous memory). The
-/// target range is replaced by one mapping with the source's protection,
-/// which loses any userfaultfd registration (no `UFFD_FEATURE_EVENT_REMAP`).
+/// range mapped (empty, same protection): `mremap(from, len, len,
+/// MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to)` (Linux 5.7;
+/// private anonymous memory). The target range is replaced by one mapping
+/// with the source's protection. (Not for userfaultfd-registered memory:
+/// without `UFFD_FEATURE_EVENT_REMAP` the kernel drops registrations,
+/// neighbouring ones included.)
 /// `EFAULT` if the source spans several mappings; on any error nothing
 /// moved.
 ///
@@ -192,16 +184,22 @@ pub unsafe fn move_mapping(from: *mut u8, to: *mut u8, len: usize) -> Result<(),
 /// target's contents are lost.
 pub unsafe fn move_pages_keep_source(from: *mut u8, to: *mut u8, len: usize) -> Result<(), Errno> {
     // SAFETY: forwarded to the caller.
-    unsafe {
-        rustix::mm::mremap_fixed(
-            from.cast::<c_void>(),
-            len,
-            len,
-            rustix::mm::MremapFlags::MAYMOVE | rustix::mm::MremapFlags::DONTUNMAP,
-            to.cast::<c_void>(),
-        )
-    }
-    .map(drop)
+    unsafe { remap_fixed(from, to, len, MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP) }
+}
+
+/// `mremap(from, len, len, flags | MREMAP_FIXED, to)`.
+///
+/// # Safety
+/// As [`move_mapping`].
+unsafe fn remap_fixed(
+    from: *mut u8,
+    to: *mut u8,
+    len: usize,
+    flags: MremapFlags,
+) -> Result<(), Errno> {
+    // SAFETY: forwarded to the caller.
+    unsafe { rustix::mm::mremap_fixed(from.cast::<c_void>(), len, len, flags, to.cast::<c_void>()) }
+        .map(drop)
 }
 
 /// Copies `len` bytes of `fd` from offset `from` to offset `to` inside the

@@ -62,15 +62,20 @@ fn main() {
     common::scenario::main(scenarios);
 }
 
-/// A pager with a region of [`PAGES`] pages (4x the budget) holding
-/// generation 1 of the data, all of it evicted; and the region's words.
-fn generation_one_on_disk() -> (Pager, Region, *mut u64) {
-    let pager = Pager::builder()
+/// A pager of [`BUDGET_PAGES`] pages on the scenario's backend.
+fn small_pager() -> Pager {
+    Pager::builder()
         .budget(BUDGET_PAGES * PAGE)
         .page_size(PAGE)
         .backend(backend())
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// A pager with a region of [`PAGES`] pages (4x the budget) holding
+/// generation 1 of the data, all of it evicted; and the region's words.
+fn generation_one_on_disk() -> (Pager, Region, *mut u64) {
+    let pager = small_pager();
     let region = pager.alloc(PAGES * PAGE).unwrap();
     let p = region.as_mut_ptr().cast::<u64>();
     fill(p, 0..PAGES, 1);
@@ -250,12 +255,7 @@ fn child_reads_its_fork_while_the_parent_rewrites() {
 /// refuses pages the child still shares and the pager copies them). What
 /// does not move is copied, as `realloc` does.
 fn child_reads_its_fork_while_the_parent_moves_pages() {
-    let pager = Pager::builder()
-        .budget(BUDGET_PAGES * PAGE)
-        .page_size(PAGE)
-        .backend(backend())
-        .build()
-        .unwrap();
+    let pager = small_pager();
     let region = pager.alloc(2 * PAGES * PAGE).unwrap();
     let p = region.as_mut_ptr().cast::<u64>();
     let q = p.wrapping_add(PAGES * WORDS_PER_PAGE);

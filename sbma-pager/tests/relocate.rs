@@ -309,7 +309,8 @@ fn threads_move_while_others_page(v: common::Variant) {
     pager.check_invariants().unwrap();
 }
 
-per_backend_variant! {
+per_backend! {
+    over common::variants;
     moves_every_state => moves_pages_in_every_state;
     bad_ranges_and_pins => refuses_bad_ranges_and_stops_at_a_pin;
     threads_move_under_pressure => threads_move_while_others_page;

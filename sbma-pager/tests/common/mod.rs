@@ -94,31 +94,22 @@ impl Variant {
 }
 
 /// Defines one `#[test]` per pair, each running `$on(variant)` for every
-/// backend available ([`backends`]): the scenario is written once.
+/// backend available ([`backends`]; after `over`, the list a function
+/// gives, e.g. `common::variants` for both fill methods too): the
+/// scenario is written once.
 #[allow(unused_macros, reason = "each test binary uses a different subset")]
 macro_rules! per_backend {
-    ($($name:ident => $on:ident;)*) => {$(
+    (over $list:path; $($name:ident => $on:ident;)*) => {$(
         #[test]
         fn $name() {
-            for b in common::backends() {
+            for b in $list() {
                 $on(b);
             }
         }
     )*};
-}
-
-/// As [`per_backend!`], over every [`variants`] entry (both fill methods
-/// of the signal backend too).
-#[allow(unused_macros, reason = "each test binary uses a different subset")]
-macro_rules! per_backend_variant {
-    ($($name:ident => $on:ident;)*) => {$(
-        #[test]
-        fn $name() {
-            for v in common::variants() {
-                $on(v);
-            }
-        }
-    )*};
+    ($($name:ident => $on:ident;)*) => {
+        per_backend! { over common::backends; $($name => $on;)* }
+    };
 }
 
 /// The test binaries' allocator: the system's, except that an allocation
