@@ -528,7 +528,7 @@ impl Core {
             return false;
         };
         // SAFETY: `CURRENT` holds a live heap of this core (`heap`).
-        unsafe { &*h }.try_free_local(&self.spans, s, m, class, index)
+        unsafe { &*h }.try_free_local(&self.spans, s, m, class, index, addr)
     }
 
     /// The thread's heap and a small block of `size` from its claimed word
@@ -540,8 +540,7 @@ impl Core {
             return core::ptr::null_mut();
         }
         // SAFETY: `CURRENT` holds a live heap of this core (`heap`).
-        unsafe { &*h }
-            .alloc_claimed(self.classes.class_of(size) & (crate::classes::MAX_CLASSES - 1))
+        unsafe { &*h }.alloc_fast(self.classes.class_of(size) & (crate::classes::MAX_CLASSES - 1))
     }
 
     /// Every case of [`free`](Self::free).
@@ -571,7 +570,7 @@ impl Core {
     #[inline(never)]
     fn free_remote(&self, s: usize, class: usize, addr: usize) {
         let index = self.block_of(s, class, addr);
-        Heap::free_remote(&self.spans, s, self.spans.meta(s), class, index, addr);
+        Heap::free_remote(&self.spans, s, self.spans.meta(s), index, addr);
     }
 
     #[inline(never)]
@@ -591,6 +590,13 @@ impl Core {
             Some(index) => index,
             None => fatal("free(): invalid pointer", addr),
         }
+    }
+
+    /// The span and block index of small block `addr` (one of ours).
+    pub(crate) fn small_block(&self, addr: usize) -> (usize, usize) {
+        let s = self.spans.index_of(addr).expect("a block in the arena");
+        let class = (self.spans.kind(s).load(Relaxed) - kind::SMALL) as usize;
+        (s, self.block_of(s, class, addr))
     }
 
     /// The index of the block of `class` starting at offset `off` of its

@@ -4,8 +4,17 @@
 //! class, the heap has a *current* span and has *claimed* one 64-bit word
 //! of its `local` bitmap (cleared there, kept in the heap): taking a block
 //! is clearing the lowest bit of the claimed word, touching nothing but the
-//! heap. When the word runs out, the next non-empty word is claimed. A block freed
-//! by its owner sets its bit back; a block freed by another thread sets its
+//! heap. When the word runs out, the next non-empty word is claimed.
+//!
+//! A block freed by its owner goes into the class's *free cache*: a stack
+//! of up to [`CACHE`] block addresses in the heap, marked in the span's
+//! `cached` bitmap; the next allocation of the class takes the last one
+//! back (last freed, first reused: still in the cache, and neither the
+//! span's free bitmap nor its counts are touched). Under random frees and
+//! allocations the stack is rarely empty or full, so neither path has a
+//! branch that goes either way at random. A block freed by its owner while
+//! the cache is full sets its bit back (into the claimed word, or the
+//! span's bitmap); a block freed by another thread sets its
 //! bit in the span's `remote` bitmap (`fetch_or`) and, if the span was not
 //! queued yet, pushes the span on its owner's *pending* list (a lock-free
 //! stack of span numbers). The owner collects pending spans on its slow
@@ -22,30 +31,43 @@
 //! whole by the next thread that needs a heap; frees into an abandoned heap
 //! keep queueing on its pending list.
 //!
-//! Double frees are caught exactly for the owner (the bit is already set)
-//! and for remote frees (the bit is already set locally or remotely), and
-//! abort with a one-line message.
+//! Double frees are caught exactly for the owner (the bit is already set
+//! in one of the three bitmaps or among the claimed bits) and for remote
+//! frees (set locally, cached, claimed or remotely), and abort with a
+//! one-line message.
 
 use crate::core::Core;
 use crate::runs::Run;
-use crate::span::{NONE, SpanMeta, SpanTable};
+use crate::span::{NONE, SpanMeta, SpanTable, Words};
 use crate::sys::fatal;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
 
-/// Per-class state of a heap (owner only).
+/// Blocks a heap's free cache holds per class.
+pub(crate) const CACHE: usize = 16;
+
+/// A block in a free cache: its address, and the address of its span's
+/// `cached` word shifted left by 6 with the block's bit number below (to
+/// clear the bit again without a division).
 #[repr(C)]
 #[derive(Debug, Default)]
+struct Cached {
+    addr: AtomicUsize,
+    mark: AtomicUsize,
+}
+
+/// Per-class state of a heap (owner only).
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
 pub(crate) struct ClassState {
-    /// Free blocks claimed from word `word` of the current span.
+    /// Free blocks claimed from one bitmap word of the current span (and
+    /// marked in its `cached` word, so a second free of one is caught).
     bits: AtomicU64,
     /// The address of that word's block 0, and the block size.
     base: AtomicUsize,
     block: AtomicUsize,
-    /// `claim_key(span, word)` of the claimed word, with a claim count
-    /// above [`KEY_BITS`] (another thread reading `key`, `bits`, `key`
-    /// knows the bits it read belong to that claim if both keys agree).
-    key: AtomicU64,
+    /// That word's group (null if none is claimed).
+    words: AtomicPtr<Words>,
     current: AtomicU32,
     avail: AtomicU32,
     /// An empty span kept for this class instead of being given back (a
@@ -53,54 +75,47 @@ pub(crate) struct ClassState {
     /// another: without it each would go back to the run allocator and
     /// another come out of it).
     spare: AtomicU32,
+    /// Blocks in `cache` (the free cache, a stack: see the module doc).
+    cached: AtomicU32,
+    cache: [Cached; CACHE],
 }
-
-/// The `key` of a class state that never claimed a word (the masked part
-/// all ones: no span has that index).
-const NO_CLAIM: u64 = u64::MAX;
-
-/// Names a bitmap word of a span.
-#[inline]
-fn claim_key(s: usize, w: usize) -> u64 {
-    (s as u64) << 6 | w as u64
-}
-
-/// Bits of `key` that hold `claim_key`; the claim count is above them.
-const KEY_BITS: u32 = 38;
-const KEY_MASK: u64 = (1 << KEY_BITS) - 1;
 
 impl ClassState {
-    /// Whether the claimed word is word `w` of span `s` (owner only).
-    #[inline(always)]
-    fn claims(&self, s: usize, w: usize) -> bool {
-        self.key.load(Relaxed) & KEY_MASK == claim_key(s, w)
-    }
-
-    /// Drops the claim (the claim count is kept; only the owner writes the
-    /// key, so no read-modify-write is needed); returns the old key.
-    fn unclaim(&self) -> u64 {
-        let key = self.key.load(Relaxed);
-        self.key.store(key | KEY_MASK, Relaxed);
-        key
-    }
-
-    /// Whether block `bit` of word `w` of span `s` is among the claimed
-    /// blocks, read from another thread while the owner may be taking
-    /// from them: true only if it was, at one moment (the claim count
-    /// rules out bits of another claim of the same word; it would have to
-    /// wrap around, 2^26 claims, between two loads).
-    fn holds(&self, s: usize, w: usize, bit: u64) -> bool {
-        let k = self.key.load(Acquire);
-        if k & KEY_MASK != claim_key(s, w) {
-            return false;
-        }
-        let bits = self.bits.load(Acquire);
-        bits & bit != 0 && self.key.load(Relaxed) == k
-    }
-
     /// Blocks claimed but not handed out (for statistics).
     pub fn claimed(&self) -> u32 {
         self.bits.load(Relaxed).count_ones()
+    }
+
+    /// Blocks in the free cache (for statistics).
+    pub fn cached(&self) -> u32 {
+        self.cached.load(Relaxed)
+    }
+
+    /// Takes the block on top of the free cache (`n > 0` of them), clears
+    /// its `cached` bit and returns its address.
+    #[inline(always)]
+    fn uncache(&self, n: u32) -> usize {
+        let e = &self.cache[(n as usize - 1) % CACHE];
+        let mark = e.mark.load(Relaxed);
+        // SAFETY: marks are made by `push` from a `Words` group of the span
+        // table, which outlives every heap.
+        #[allow(unsafe_code, reason = "a pointer kept in the mark")]
+        let word = unsafe { &*((mark >> 6) as *const AtomicU64) };
+        word.store(word.load(Relaxed) & !(1 << (mark & 63)), Relaxed);
+        self.cached.store(n - 1, Relaxed);
+        e.addr.load(Relaxed)
+    }
+
+    /// Puts block `addr` (bit `index % 64` of `words`, whose `cached`
+    /// word reads `cached`) on the free cache, which holds `n < CACHE`.
+    #[inline(always)]
+    fn push(&self, n: u32, addr: usize, words: &Words, cached: u64, index: usize) {
+        words.cached.store(cached | 1 << (index % 64), Relaxed);
+        let e = &self.cache[n as usize % CACHE];
+        e.addr.store(addr, Relaxed);
+        let word = &words.cached as *const AtomicU64 as usize;
+        e.mark.store((word << 6) | (index % 64), Relaxed);
+        self.cached.store(n + 1, Relaxed);
     }
 }
 
@@ -142,7 +157,8 @@ impl Heap {
             c.current.store(NONE, Relaxed);
             c.avail.store(NONE, Relaxed);
             c.spare.store(NONE, Relaxed);
-            c.key.store(NO_CLAIM, Relaxed);
+            c.words.store(core::ptr::null_mut(), Relaxed);
+            c.cached.store(0, Relaxed);
         }
     }
 
@@ -153,32 +169,41 @@ impl Heap {
     /// A block of `class`, or null if the arena is exhausted.
     #[inline]
     pub fn alloc(&self, core: &Core, class: usize) -> *mut u8 {
-        let p = self.alloc_claimed(class);
+        let p = self.alloc_fast(class);
         if !p.is_null() {
             return p;
         }
         self.alloc_slow(core, class)
     }
 
-    /// A block of `class` from the claimed word, or null if it is empty.
-    /// Calls nothing (a leaf, so the fast path saves no registers).
+    /// A block of `class` from the free cache or the claimed word, or null
+    /// if both are empty. Calls nothing (a leaf, so the fast path saves no
+    /// registers).
     #[inline(always)]
-    pub fn alloc_claimed(&self, class: usize) -> *mut u8 {
+    pub fn alloc_fast(&self, class: usize) -> *mut u8 {
         let cs = &self.classes[class];
+        let n = cs.cached.load(Relaxed);
+        if n != 0 {
+            return cs.uncache(n) as *mut u8;
+        }
         let bits = cs.bits.load(Relaxed);
         if bits == 0 {
             return core::ptr::null_mut();
         }
-        // Release: see `ClassState::holds` (a plain store on x86-64).
-        cs.bits.store(bits & (bits - 1), Release);
+        cs.bits.store(bits & (bits - 1), Relaxed);
         let i = bits.trailing_zeros() as usize;
+        // SAFETY: a word is claimed while `bits` is not 0 (`claim_word`),
+        // and its group lives in the span table, which outlives the heap.
+        #[allow(unsafe_code, reason = "the claimed word's group")]
+        let cached = unsafe { &(*cs.words.load(Relaxed)).cached };
+        cached.store(cached.load(Relaxed) & !(1 << i), Relaxed);
         (cs.base.load(Relaxed) + i * cs.block.load(Relaxed)) as *mut u8
     }
 
     /// The common case of [`free_local`](Self::free_local), calling
-    /// nothing: frees block `index` of span `s` and returns true, or
-    /// changes nothing and returns false when anything needs more (a
-    /// double free to report, a span changing lists).
+    /// nothing: frees block `index` of span `s` (at `addr`) and returns
+    /// true, or changes nothing and returns false when anything needs more
+    /// (a double free to report, a span changing lists).
     #[inline(always)]
     pub fn try_free_local(
         &self,
@@ -187,32 +212,30 @@ impl Heap {
         m: &SpanMeta,
         class: usize,
         index: usize,
+        addr: usize,
     ) -> bool {
         let (w, bit) = (index / 64, 1u64 << (index % 64));
         // SAFETY: `s` is a span (its kind was read) and `index` is below
         // the class's blocks per span (`Core::block_of`), so `w < wmax`.
         #[allow(unsafe_code, reason = "the bounds are established above")]
-        let [local, remote] = unsafe { t.words_unchecked(s, w) };
-        let bits = local.load(Relaxed);
-        let taken = bits | remote.load(Relaxed);
+        let words = unsafe { t.words_unchecked(s, w) };
+        let (bits, cached) = (words.local.load(Relaxed), words.cached.load(Relaxed));
+        // Free already: free in the bitmap, freed by another thread and
+        // not collected, or cached or claimed by this heap.
+        if (bits | words.remote.load(Relaxed) | cached) & bit != 0 {
+            return false;
+        }
         let cs = &self.classes[class];
-        if cs.claims(s, w) {
-            // A block of the claimed word goes straight back to it: the
-            // next allocation of the class reuses it (last freed, first
-            // reused: still in the cache), and the span's counts do not
-            // change (claimed blocks are not counted free).
-            let claimed = cs.bits.load(Relaxed);
-            if (taken | claimed) & bit != 0 {
-                return false;
-            }
-            cs.bits.store(claimed | bit, Release);
+        let n = cs.cached.load(Relaxed);
+        if (n as usize) < CACHE {
+            cs.push(n, addr, words, cached, index);
             return true;
         }
         let free = m.free.load(Relaxed) + 1;
-        if taken & bit != 0 || free == 1 || free == m.capacity.load(Relaxed) {
+        if free == 1 || free == m.capacity.load(Relaxed) {
             return false;
         }
-        local.store(bits | bit, Relaxed);
+        words.local.store(bits | bit, Relaxed);
         m.free.store(free, Relaxed);
         true
     }
@@ -331,54 +354,74 @@ impl Heap {
         addr: usize,
     ) {
         let t = &core.spans;
-        if self.try_free_local(t, s, m, class, index) {
+        if self.try_free_local(t, s, m, class, index, addr) {
             return;
         }
-        // Left by the common case: a double free, or a free that moves the
-        // span between lists.
+        // Left by the common case: a double free, or a free into a span's
+        // bitmap that moves the span between lists (the cache is full).
         let (w, bit) = (index / 64, 1u64 << (index % 64));
-        let [local, remote] = t.words(s, w);
-        let bits = local.load(Relaxed);
-        let cs = &self.classes[class];
-        // Free already: in the bitmap, freed remotely and not collected, or
-        // in the claimed word (the only way back to it fails on that).
-        if (bits | remote.load(Relaxed)) & bit != 0 || cs.claims(s, w) {
+        let words = t.words(s, w);
+        let taken =
+            words.local.load(Relaxed) | words.remote.load(Relaxed) | words.cached.load(Relaxed);
+        if taken & bit != 0 {
             fatal("free(): double free", addr);
         }
-        local.store(bits | bit, Relaxed);
+        debug_assert_eq!(self.classes[class].cached.load(Relaxed) as usize, CACHE);
+        self.free_to_span(core, s, m, class, words, bit);
+    }
+
+    /// Sets free block `bit` of `words` in span `s` (not claimed, not
+    /// cached) and moves the span between lists if it is no longer full, or
+    /// empty.
+    fn free_to_span(
+        &self,
+        core: &Core,
+        s: usize,
+        m: &SpanMeta,
+        class: usize,
+        words: &Words,
+        bit: u64,
+    ) {
+        words.local.store(words.local.load(Relaxed) | bit, Relaxed);
         let free = m.free.load(Relaxed) + 1;
         m.free.store(free, Relaxed);
         // No longer full, or empty: a span that is not current changes list.
-        if (free == 1 || free == m.capacity.load(Relaxed)) && cs.current.load(Relaxed) != s as u32 {
+        if (free == 1 || free == m.capacity.load(Relaxed))
+            && self.classes[class].current.load(Relaxed) != s as u32
+        {
             self.settle(core, s, m, class);
+        }
+    }
+
+    /// Empties the free cache of `class` into the spans' bitmaps.
+    fn flush_cache(&self, core: &Core, class: usize) {
+        let cs = &self.classes[class];
+        loop {
+            let n = cs.cached.load(Relaxed);
+            if n == 0 {
+                return;
+            }
+            let addr = cs.uncache(n);
+            let (s, index) = core.small_block(addr);
+            let words = core.spans.words(s, index / 64);
+            self.free_to_span(core, s, core.spans.meta(s), class, words, 1 << (index % 64));
         }
     }
 
     /// Frees block `index` of span `s` owned by another heap (or by none
     /// of this thread's).
-    pub fn free_remote(
-        t: &SpanTable,
-        s: usize,
-        m: &SpanMeta,
-        class: usize,
-        index: usize,
-        addr: usize,
-    ) {
+    pub fn free_remote(t: &SpanTable, s: usize, m: &SpanMeta, index: usize, addr: usize) {
         let (w, bit) = (index / 64, 1u64 << (index % 64));
         // The application handed this block over, so the owner's taking it
         // (clearing its bit) happened before: a set bit is a double free.
-        let [local, remote] = t.words(s, w);
-        if local.load(Relaxed) & bit != 0 {
+        let words = t.words(s, w);
+        // (`cached` is the owner's: a block it freed into its cache, or
+        // claimed; it is read while the owner may be taking blocks out:
+        // a set bit was set at one moment.)
+        if (words.local.load(Relaxed) | words.cached.load(Relaxed)) & bit != 0 {
             fatal("free(): double free", addr);
         }
-        // Freed already by its owner into the word it has claimed: the
-        // owner's bits are read while it may be taking from them (a block
-        // it hands out meanwhile is caught by `collect` instead).
-        let owner = m.owner.load(Acquire);
-        if !owner.is_null() && unsafe_heap_ref(owner).classes[class].holds(s, w, bit) {
-            fatal("free(): double free", addr);
-        }
-        if remote.fetch_or(bit, SeqCst) & bit != 0 {
+        if words.remote.fetch_or(bit, SeqCst) & bit != 0 {
             fatal("free(): double free", addr);
         }
         if !m.queued.load(SeqCst) && !m.queued.swap(true, SeqCst) {
@@ -421,19 +464,17 @@ impl Heap {
             let cs = &self.classes[class];
             let mut got = 0u32;
             for w in 0..m.words.load(Relaxed) as usize {
-                let remote = t.word(i, true, w);
-                if remote.load(SeqCst) == 0 {
+                let words = t.words(i, w);
+                if words.remote.load(SeqCst) == 0 {
                     continue;
                 }
-                let bits = remote.swap(0, SeqCst);
-                let local = t.word(i, false, w);
-                let mut free = local.load(Relaxed);
-                if cs.claims(i, w) {
-                    free |= cs.bits.load(Relaxed);
-                }
+                let bits = words.remote.swap(0, SeqCst);
+                let local = &words.local;
+                let free = local.load(Relaxed) | words.cached.load(Relaxed);
                 if bits & free != 0 {
                     // Freed remotely and by its owner (or twice remotely
-                    // around a collection): the first such block.
+                    // around a collection; or remotely while in the
+                    // owner's cache): the first such block.
                     let block = (w * 64) + (bits & free).trailing_zeros() as usize;
                     let size = m.block.load(Relaxed) as usize;
                     fatal("free(): double free", t.addr(i) + block * size);
@@ -511,6 +552,7 @@ impl Heap {
         self.collect(core);
         let t = &core.spans;
         for class in 0..core.classes.count() {
+            self.flush_cache(core, class);
             let cs = &self.classes[class];
             let s = cs.current.swap(NONE, Relaxed);
             if s == NONE {
@@ -518,10 +560,14 @@ impl Heap {
             }
             let (i, m) = (s as usize, t.meta(s as usize));
             let bits = cs.bits.swap(0, Relaxed);
-            let key = cs.unclaim();
-            if key & KEY_MASK != KEY_MASK {
-                let local = t.word(i, false, (key & 63) as usize);
+            let words = cs.words.swap(core::ptr::null_mut(), Relaxed);
+            if !words.is_null() {
+                // SAFETY: the claimed word's group, in the span table.
+                #[allow(unsafe_code, reason = "the claimed word's group")]
+                let words = unsafe { &*words };
+                let (local, cached) = (&words.local, &words.cached);
                 local.store(local.load(Relaxed) | bits, Relaxed);
+                cached.store(cached.load(Relaxed) & !bits, Relaxed);
                 owner_inc(&m.free, bits.count_ones() as i32);
             }
             self.settle(core, i, m, class);
@@ -561,7 +607,7 @@ fn claim_word(t: &SpanTable, cs: &ClassState, s: u32) -> bool {
     let m = t.meta(i);
     let words = m.words.load(Relaxed) as usize;
     if m.free.load(Relaxed) == 0 {
-        cs.unclaim();
+        cs.words.store(core::ptr::null_mut(), Relaxed);
         m.cursor.store(0, Relaxed);
         return false;
     }
@@ -573,7 +619,7 @@ fn claim_word(t: &SpanTable, cs: &ClassState, s: u32) -> bool {
         } else {
             start + k - words
         };
-        let n = t.word(i, false, w).load(Relaxed).count_ones();
+        let n = t.words(i, w).local.load(Relaxed).count_ones();
         if n > best_n {
             (best, best_n) = (w, n);
             if n >= DENSE {
@@ -592,21 +638,20 @@ fn claim_word(t: &SpanTable, cs: &ClassState, s: u32) -> bool {
         "free count {} but no free bit",
         m.free.load(Relaxed)
     );
-    let word = t.word(i, false, best);
-    let bits = word.load(Relaxed);
-    word.store(0, Relaxed);
+    let group = t.words(i, best);
+    let bits = group.local.load(Relaxed);
+    group.local.store(0, Relaxed);
+    // Claimed blocks count as cached: a second free of one is caught.
+    group
+        .cached
+        .store(group.cached.load(Relaxed) | bits, Relaxed);
     owner_inc(&m.free, -(bits.count_ones() as i32));
     m.cursor.store((best + 1) as u32, Relaxed);
     let block = m.block.load(Relaxed) as usize;
     cs.block.store(block, Relaxed);
     cs.base.store(t.addr(i) + best * 64 * block, Relaxed);
-    // The claim count goes up with every claim; `bits` is 0 here (claims
-    // happen when it runs out), and the release orders the stores for
-    // `ClassState::holds`.
-    let count = (cs.key.load(Relaxed) >> KEY_BITS).wrapping_add(1);
-    cs.key
-        .store(count << KEY_BITS | claim_key(i, best), Release);
-    cs.bits.store(bits, Release);
+    cs.words.store(group as *const Words as *mut Words, Relaxed);
+    cs.bits.store(bits, Relaxed);
     true
 }
 
@@ -633,8 +678,9 @@ pub(crate) fn format_span(t: &SpanTable, s: usize, heap: &Heap, class: usize, bl
         } else {
             (1u64 << left) - 1
         };
-        t.word(s, false, w).store(bits, Relaxed);
-        debug_assert_eq!(t.word(s, true, w).load(Relaxed), 0);
+        let words = t.words(s, w);
+        words.local.store(bits, Relaxed);
+        debug_assert_eq!(words.remote.load(Relaxed) | words.cached.load(Relaxed), 0);
     }
 }
 

@@ -7,10 +7,15 @@
 //!   class, head or body of a large object). Every span of a run is written, so any
 //!   address resolves to the truth and an interior pointer is never taken
 //!   for the start of an object.
-//! - `metas`: one [`SpanMeta`] per span, followed by two interleaved
-//!   bitmaps of one bit per 16-byte block: `local` (free blocks, written
-//!   only by the owning heap) and `remote` (blocks freed by other threads,
-//!   set with `fetch_or`, collected by the owner).
+//! - `metas`: one [`SpanMeta`] per span.
+//! - `bitmaps`: per span, three interleaved bitmaps of one bit per 16-byte
+//!   block, grouped by 64 blocks ([`Words`]): `local` (free blocks,
+//!   written only by the owning heap), `remote` (blocks freed by other
+//!   threads, set with `fetch_or`, collected by the owner) and `cached`
+//!   (blocks the owner freed into its heap's free cache).
+//!
+//! Both strides are powers of two, so the free path finds a span's
+//! metadata with shifts (no multiply on its critical path).
 //!
 //! So freeing a block never reads or writes the block itself: an evicted
 //! object is freed without being loaded, and the fault path never faults on
@@ -93,6 +98,25 @@ pub(crate) struct SpanMeta {
     pub pending_next: AtomicU32,
 }
 
+/// The bitmap words of 64 blocks of a span, in one 32-byte group: a free
+/// reads all three and writes one, in one cache line.
+///
+/// A block is free if its bit is set in any of the three; allocated if in
+/// none (and not claimed by its heap, `heap::ClassState`).
+#[repr(C, align(32))]
+#[derive(Debug, Default)]
+pub(crate) struct Words {
+    /// Free blocks (written by the owning heap only).
+    pub local: AtomicU64,
+    /// Blocks freed by other threads and not collected yet.
+    pub remote: AtomicU64,
+    /// Blocks freed by the owner into its heap's free cache (written by the
+    /// owning heap only; read by frees from other threads, to catch double
+    /// frees).
+    pub cached: AtomicU64,
+    _unused: AtomicU64,
+}
+
 /// Spans of one arena and their metadata.
 #[derive(Debug)]
 pub(crate) struct SpanTable {
@@ -101,22 +125,30 @@ pub(crate) struct SpanTable {
     pub shift: u32,
     /// Bitmap words per span (`span / 16 / 64`).
     pub wmax: usize,
-    stride: usize,
+    /// log2 of the bytes per span in `metas` and in `bitmaps`.
+    meta_shift: u32,
+    bitmap_shift: u32,
     metas: Mapping,
+    bitmaps: Mapping,
     kinds: Mapping,
 }
 
 impl SpanTable {
     pub fn new(base: usize, count: usize, shift: u32) -> Result<SpanTable, rustix::io::Errno> {
         let wmax = ((1usize << shift) / crate::MIN_ALIGN).div_ceil(64);
-        let stride = (size_of::<SpanMeta>() + 2 * 8 * wmax).next_multiple_of(64);
+        let meta_shift = size_of::<SpanMeta>().next_power_of_two().trailing_zeros();
+        let bitmap_shift = (size_of::<Words>() * wmax)
+            .next_power_of_two()
+            .trailing_zeros();
         Ok(SpanTable {
             base,
             count,
             shift,
             wmax,
-            stride,
-            metas: Mapping::new(count * stride)?,
+            meta_shift,
+            bitmap_shift,
+            metas: Mapping::new(count << meta_shift)?,
+            bitmaps: Mapping::new(count << bitmap_shift)?,
             kinds: Mapping::new(count)?,
         })
     }
@@ -186,8 +218,14 @@ impl SpanTable {
     pub unsafe fn meta_unchecked(&self, i: usize) -> &SpanMeta {
         debug_assert!(i < self.count);
         // SAFETY: in bounds by the caller's contract; the metadata mapping
-        // lives as long as `self`, `stride` bytes per span.
-        unsafe { &*self.metas.ptr().add(i * self.stride).cast::<SpanMeta>() }
+        // lives as long as `self`, `1 << meta_shift` bytes per span.
+        unsafe {
+            &*self
+                .metas
+                .ptr()
+                .add(i << self.meta_shift)
+                .cast::<SpanMeta>()
+        }
     }
 
     #[inline]
@@ -196,41 +234,36 @@ impl SpanTable {
         // SAFETY: in bounds; the mapping starts zeroed, and all-zero bytes
         // are a valid SpanMeta (atomics and a null pointer); it lives as
         // long as `self` and is only accessed through atomics.
-        unsafe { &*self.metas.ptr().add(i * self.stride).cast::<SpanMeta>() }
+        unsafe {
+            &*self
+                .metas
+                .ptr()
+                .add(i << self.meta_shift)
+                .cast::<SpanMeta>()
+        }
     }
 
-    /// Bitmap words `w` of span `i`: `[local, remote]` (the free path
-    /// reads both; one bounds check).
+    /// Bitmap words `w` of span `i` (blocks `64 w` to `64 w + 63`).
     #[inline]
-    pub fn words(&self, i: usize, w: usize) -> &[AtomicU64; 2] {
+    pub fn words(&self, i: usize, w: usize) -> &Words {
         assert!(i < self.count && w < self.wmax);
-        let off = i * self.stride + size_of::<SpanMeta>() + 16 * w;
-        // SAFETY: as in `word`: both words are in bounds and aligned.
-        unsafe { &*self.metas.ptr().add(off).cast::<[AtomicU64; 2]>() }
+        // SAFETY: in bounds (checked above).
+        unsafe { self.words_unchecked(i, w) }
     }
 
-    /// Bitmap word `w` of span `i`: its free bits if `!remote`, else its
-    /// remotely freed bits.
     /// [`words`](Self::words) without the bounds check.
     ///
     /// # Safety
     /// `i < self.count` and `w < self.wmax`.
     #[inline]
-    pub unsafe fn words_unchecked(&self, i: usize, w: usize) -> &[AtomicU64; 2] {
+    pub unsafe fn words_unchecked(&self, i: usize, w: usize) -> &Words {
         debug_assert!(i < self.count && w < self.wmax);
-        let off = i * self.stride + size_of::<SpanMeta>() + 16 * w;
-        // SAFETY: in bounds by the caller's contract (see `words`).
-        unsafe { &*self.metas.ptr().add(off).cast::<[AtomicU64; 2]>() }
-    }
-
-    #[inline]
-    pub fn word(&self, i: usize, remote: bool, w: usize) -> &AtomicU64 {
-        assert!(i < self.count && w < self.wmax);
-        // Local and remote words alternate: a free reads both in one line.
-        let off = i * self.stride + size_of::<SpanMeta>() + 16 * w + 8 * usize::from(remote);
-        // SAFETY: in bounds (the stride holds both bitmaps after the meta,
-        // 8-byte aligned since the stride and SpanMeta are); zero is a
-        // valid AtomicU64.
-        unsafe { &*self.metas.ptr().add(off).cast::<AtomicU64>() }
+        let off = (i << self.bitmap_shift) + size_of::<Words>() * w;
+        // SAFETY: in bounds by the caller's contract (a span's share of
+        // `bitmaps` holds `wmax` groups), aligned (the mapping is
+        // page-aligned, the share a power of two of at least 32 bytes);
+        // zero bytes are valid atomics; the mapping lives as long as
+        // `self`.
+        unsafe { &*self.bitmaps.ptr().add(off).cast::<Words>() }
     }
 }

@@ -77,7 +77,8 @@ impl SbmaAlloc {
         for (c, cs) in classes.iter_mut().enumerate().take(count) {
             cs.block = core.classes.size_of(c);
         }
-        // Blocks in use = capacity - free in the bitmap - claimed by heaps.
+        // Blocks in use = capacity - free in the bitmap - claimed by heaps
+        // - in their free caches.
         let (spans_used, spans_free, spans_dirty) = core.run_census();
         let (mut large_objects, mut large_spans) = (0, 0);
         for s in 0..spans_used {
@@ -100,9 +101,9 @@ impl SbmaAlloc {
             let heap = core.heap_slot(h);
             cached_spans += heap.cached_spans();
             for (c, cs) in classes.iter_mut().enumerate().take(count) {
-                cs.blocks = cs
-                    .blocks
-                    .saturating_sub(u64::from(heap.classes[c].claimed()));
+                cs.blocks = cs.blocks.saturating_sub(u64::from(
+                    heap.classes[c].claimed() + heap.classes[c].cached(),
+                ));
             }
         }
         let small_bytes = classes.iter().map(|c| c.blocks * c.block as u64).sum();

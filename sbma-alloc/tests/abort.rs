@@ -39,6 +39,16 @@ fn scenarios() -> Vec<(&'static str, fn(), &'static str)> {
             "sbma: free(): double free 0x",
         ),
         (
+            "double_free_with_the_free_cache_full",
+            double_free_with_the_free_cache_full,
+            "sbma: free(): double free 0x",
+        ),
+        (
+            "free_of_a_claimed_block_never_handed_out",
+            free_of_a_claimed_block_never_handed_out,
+            "sbma: free(): double free 0x",
+        ),
+        (
             "free_of_an_interior_pointer",
             free_of_an_interior_pointer,
             "sbma: free(): invalid pointer 0x",
@@ -219,6 +229,30 @@ fn freed_by_another_thread_then_by_the_owner() {
     .unwrap();
     // SAFETY: deliberately a second free.
     unsafe { GLOBAL.free(p as *mut u8) };
+}
+
+/// The owner frees more blocks of one class than its free cache holds
+/// (the rest go to the span's bitmap), then the last one again.
+fn double_free_with_the_free_cache_full() {
+    let blocks: Vec<*mut u8> = (0..100).map(|_| GLOBAL.malloc(300)).collect();
+    // SAFETY: each freed once, the last deliberately twice.
+    unsafe {
+        for &p in &blocks {
+            GLOBAL.free(p);
+        }
+        GLOBAL.free(blocks[99]);
+    }
+}
+
+/// The block after a fresh one is among the blocks the heap claimed but
+/// has not handed out: freeing it is freeing free memory. (A size no
+/// allocation before has, so the claim is fresh.)
+fn free_of_a_claimed_block_never_handed_out() {
+    let p = GLOBAL.malloc(720);
+    // SAFETY: `p` is live.
+    let size = unsafe { GLOBAL.usable_size(p) }.expect("a block of ours");
+    // SAFETY: deliberately a block that was never allocated.
+    unsafe { GLOBAL.free(p.add(size)) };
 }
 
 fn free_of_an_interior_pointer() {
