@@ -84,11 +84,19 @@ fn lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
 }
 
 /// Marks the thread busy (allocations fall back) until dropped.
-pub(crate) struct Busy(bool);
+///
+/// The thread's heap is hidden meanwhile (`CURRENT` cleared, put back on
+/// drop unless a heap was set in between): a pager call may allocate while
+/// it holds the lock every fault needs, and a block from the heap may lie
+/// on an evicted page (touching it, say to grow a vector, would wait for
+/// that lock forever). Seen under the preload shim: `Pager::relocate`
+/// growing a vector in sbma memory while holding the reclaim lock.
+pub(crate) struct Busy(bool, (u64, *const Heap));
 
 impl Busy {
     pub fn enter() -> Busy {
-        Busy(BUSY.with(|b| b.replace(true)))
+        let heap = CURRENT.with(|c| c.replace((0, core::ptr::null())));
+        Busy(BUSY.with(|b| b.replace(true)), heap)
     }
 
     pub fn active() -> bool {
@@ -99,6 +107,11 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         BUSY.with(|b| b.set(self.0));
+        CURRENT.with(|c| {
+            if c.get().1.is_null() {
+                c.set(self.1);
+            }
+        });
     }
 }
 
