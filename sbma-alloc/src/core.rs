@@ -605,13 +605,6 @@ impl Core {
         }
     }
 
-    /// The span and block index of small block `addr` (one of ours).
-    pub(crate) fn small_block(&self, addr: usize) -> (usize, usize) {
-        let s = self.spans.index_of(addr).expect("a block in the arena");
-        let class = (self.spans.kind(s).load(Relaxed) - kind::SMALL) as usize;
-        (s, self.block_of(s, class, addr))
-    }
-
     /// The index of the block of `class` starting at offset `off` of its
     /// span, if a block starts there.
     #[inline(always)]

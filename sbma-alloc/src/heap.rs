@@ -13,8 +13,8 @@
 //! span's free bitmap nor its counts are touched). Under random frees and
 //! allocations the stack is rarely empty or full, so neither path has a
 //! branch that goes either way at random. A block freed by its owner while
-//! the cache is full sets its bit back (into the claimed word, or the
-//! span's bitmap); a block freed by another thread sets its
+//! the cache is full sets its bit back in the span's `local` bitmap; a
+//! block freed by another thread sets its
 //! bit in the span's `remote` bitmap (`fetch_or`) and, if the span was not
 //! queued yet, pushes the span on its owner's *pending* list (a lock-free
 //! stack of span numbers). The owner collects pending spans on its slow
@@ -46,9 +46,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
 /// Blocks a heap's free cache holds per class.
 pub(crate) const CACHE: usize = 16;
 
-/// A block in a free cache: its address, and the address of its span's
-/// `cached` word shifted left by 6 with the block's bit number below (to
-/// clear the bit again without a division).
+/// A block in a free cache: its address, and the address of its bitmap
+/// group ([`Words`]) shifted left by 6 with the block's bit number below
+/// (to find its bits again without a division).
 #[repr(C)]
 #[derive(Debug, Default)]
 struct Cached {
@@ -91,19 +91,23 @@ impl ClassState {
         self.cached.load(Relaxed)
     }
 
-    /// Takes the block on top of the free cache (`n > 0` of them), clears
-    /// its `cached` bit and returns its address.
+    /// Takes the block on top of the free cache (`n > 0` of them) and
+    /// clears its `cached` bit; returns its address, its bitmap group and
+    /// its bit there.
     #[inline(always)]
-    fn uncache(&self, n: u32) -> usize {
+    fn uncache(&self, n: u32) -> (usize, &Words, u64) {
         let e = &self.cache[(n as usize - 1) % CACHE];
         let mark = e.mark.load(Relaxed);
         // SAFETY: marks are made by `push` from a `Words` group of the span
         // table, which outlives every heap.
         #[allow(unsafe_code, reason = "a pointer kept in the mark")]
-        let word = unsafe { &*((mark >> 6) as *const AtomicU64) };
-        word.store(word.load(Relaxed) & !(1 << (mark & 63)), Relaxed);
+        let words = unsafe { &*((mark >> 6) as *const Words) };
+        let bit = 1 << (mark & 63);
+        words
+            .cached
+            .store(words.cached.load(Relaxed) & !bit, Relaxed);
         self.cached.store(n - 1, Relaxed);
-        e.addr.load(Relaxed)
+        (e.addr.load(Relaxed), words, bit)
     }
 
     /// Puts block `addr` (bit `index % 64` of `words`, whose `cached`
@@ -113,8 +117,8 @@ impl ClassState {
         words.cached.store(cached | 1 << (index % 64), Relaxed);
         let e = &self.cache[n as usize % CACHE];
         e.addr.store(addr, Relaxed);
-        let word = &words.cached as *const AtomicU64 as usize;
-        e.mark.store((word << 6) | (index % 64), Relaxed);
+        let group = words as *const Words as usize;
+        e.mark.store((group << 6) | (index % 64), Relaxed);
         self.cached.store(n + 1, Relaxed);
     }
 }
@@ -184,7 +188,7 @@ impl Heap {
         let cs = &self.classes[class];
         let n = cs.cached.load(Relaxed);
         if n != 0 {
-            return cs.uncache(n) as *mut u8;
+            return cs.uncache(n).0 as *mut u8;
         }
         let bits = cs.bits.load(Relaxed);
         if bits == 0 {
@@ -401,10 +405,12 @@ impl Heap {
             if n == 0 {
                 return;
             }
-            let addr = cs.uncache(n);
-            let (s, index) = core.small_block(addr);
-            let words = core.spans.words(s, index / 64);
-            self.free_to_span(core, s, core.spans.meta(s), class, words, 1 << (index % 64));
+            let (addr, words, bit) = cs.uncache(n);
+            let s = core
+                .spans
+                .index_of(addr)
+                .expect("a cached block is in the arena");
+            self.free_to_span(core, s, core.spans.meta(s), class, words, bit);
         }
     }
 

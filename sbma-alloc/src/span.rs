@@ -160,7 +160,6 @@ impl SpanTable {
         (i < self.count).then_some(i)
     }
 
-    /// The first byte of span `i`.
     /// The span holding `addr` and the offset of `addr` in it.
     #[inline]
     pub fn locate(&self, addr: usize) -> Option<(usize, usize)> {
@@ -169,6 +168,7 @@ impl SpanTable {
         (i < self.count).then_some((i, rel & ((1 << self.shift) - 1)))
     }
 
+    /// The first byte of span `i`.
     #[inline]
     pub fn addr(&self, i: usize) -> usize {
         self.base + (i << self.shift)
@@ -178,9 +178,8 @@ impl SpanTable {
     #[inline]
     pub fn kind(&self, i: usize) -> &AtomicU8 {
         assert!(i < self.count);
-        // SAFETY: `i` is in bounds; the mapping holds one byte per span and
-        // lives as long as `self`; AtomicU8 has the layout of u8.
-        unsafe { &*self.kinds.ptr().add(i).cast::<AtomicU8>() }
+        // SAFETY: in bounds (checked above).
+        unsafe { self.kind_unchecked(i) }
     }
 
     /// Sets the kind of spans `[start, start + n)`: `first` for the first,
@@ -197,7 +196,6 @@ impl SpanTable {
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
     }
 
-    /// The metadata of span `i`.
     /// [`kind`](Self::kind) without the bounds check.
     ///
     /// # Safety
@@ -206,7 +204,8 @@ impl SpanTable {
     pub unsafe fn kind_unchecked(&self, i: usize) -> &AtomicU8 {
         debug_assert!(i < self.count);
         // SAFETY: in bounds by the caller's contract; the kinds mapping
-        // lives as long as `self` and holds one byte per span.
+        // lives as long as `self` and holds one byte per span; AtomicU8
+        // has the layout of u8.
         unsafe { &*self.kinds.ptr().add(i).cast::<AtomicU8>() }
     }
 
@@ -218,7 +217,9 @@ impl SpanTable {
     pub unsafe fn meta_unchecked(&self, i: usize) -> &SpanMeta {
         debug_assert!(i < self.count);
         // SAFETY: in bounds by the caller's contract; the metadata mapping
-        // lives as long as `self`, `1 << meta_shift` bytes per span.
+        // lives as long as `self`, `1 << meta_shift` bytes per span; it
+        // starts zeroed, all-zero bytes are a valid SpanMeta (atomics and
+        // a null pointer), and it is only accessed through atomics.
         unsafe {
             &*self
                 .metas
@@ -228,19 +229,12 @@ impl SpanTable {
         }
     }
 
+    /// The metadata of span `i`.
     #[inline]
     pub fn meta(&self, i: usize) -> &SpanMeta {
         assert!(i < self.count);
-        // SAFETY: in bounds; the mapping starts zeroed, and all-zero bytes
-        // are a valid SpanMeta (atomics and a null pointer); it lives as
-        // long as `self` and is only accessed through atomics.
-        unsafe {
-            &*self
-                .metas
-                .ptr()
-                .add(i << self.meta_shift)
-                .cast::<SpanMeta>()
-        }
+        // SAFETY: in bounds (checked above).
+        unsafe { self.meta_unchecked(i) }
     }
 
     /// Bitmap words `w` of span `i` (blocks `64 w` to `64 w + 63`).
