@@ -89,6 +89,22 @@ impl SbmaAlloc {
     /// pointer in the arena aborts with a one-line message.
     #[inline]
     pub unsafe fn free(&self, p: *mut u8) {
+        // (A null `p` is outside the arena: the slow path takes it.)
+        if let Some(core) = self.ready() {
+            if core.try_free_fast(p) {
+                return;
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.free_slow(p) }
+    }
+
+    /// Out of line: the fast path above stays a leaf.
+    ///
+    /// # Safety
+    /// As [`SbmaAlloc::free`].
+    #[inline(never)]
+    unsafe fn free_slow(&self, p: *mut u8) {
         if p.is_null() {
             return;
         }

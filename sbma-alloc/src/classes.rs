@@ -2,7 +2,7 @@
 //!
 //! A [`SizeClasses`] implementation is a pure table. The allocator turns it
 //! into a [`ClassTable`] once (a lookup array indexed by `size / 16`, block
-//! sizes and division reciprocals), so the fast path costs one load whatever
+//! and block sizes), so the fast path costs one load whatever
 //! the implementation.
 //!
 //! The default, [`QuarterClasses`], is the jemalloc/snmalloc family: exact
@@ -97,16 +97,8 @@ pub struct ClassTable {
     count: usize,
     max_size: usize,
     sizes: [u32; MAX_CLASSES],
-    recips: [u64; MAX_CLASSES],
     /// `lookup[(size + 15) / 16]` = class.
     lookup: [u8; MAX_SMALL / MIN_ALIGN + 1],
-}
-
-/// Block indices are computed as `offset × ⌈2^64 / size⌉ >> 64` (one
-/// widening multiply instead of a division): exact while `offset × size <
-/// 2^64`, which spans are far below.
-fn reciprocal(size: u64) -> u64 {
-    (u64::MAX / size) + 1
 }
 
 impl ClassTable {
@@ -130,7 +122,6 @@ impl ClassTable {
             count,
             max_size: C::MAX_SIZE,
             sizes: [0; MAX_CLASSES],
-            recips: [0; MAX_CLASSES],
             lookup: [0; MAX_SMALL / MIN_ALIGN + 1],
         };
         for c in 0..count {
@@ -141,7 +132,6 @@ impl ClassTable {
                 ));
             }
             t.sizes[c] = s as u32;
-            t.recips[c] = reciprocal(s as u64);
         }
         for size in 1..=C::MAX_SIZE {
             let c = C::class_of(size);
@@ -183,14 +173,6 @@ impl ClassTable {
     pub fn size_of(&self, class: usize) -> usize {
         self.sizes[class] as usize
     }
-
-    /// `offset / size_of(class)` without a division (for offsets below
-    /// 2^40).
-    #[inline]
-    pub(crate) fn block_index(&self, class: usize, offset: usize) -> usize {
-        debug_assert!(offset < 1 << 40);
-        ((offset as u128 * self.recips[class] as u128) >> 64) as usize
-    }
 }
 
 #[cfg(test)]
@@ -211,10 +193,6 @@ mod tests {
             );
             if size > 64 {
                 worst = worst.max((block - size) as f64 / size as f64);
-            }
-            for offset in [0, block, 7 * block, (1 << 28) / block * block - block] {
-                assert_eq!(t.block_index(c, offset), offset / block);
-                assert_eq!(t.block_index(c, offset + block - 1), offset / block);
             }
         }
         eprintln!("{}: worst waste above 64 B {:.1}%", C::COUNT, worst * 100.0);

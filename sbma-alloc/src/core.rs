@@ -24,6 +24,7 @@
 #![allow(unsafe_code, reason = "heap pointers, pthread keys and raw memory")]
 
 use crate::classes::{ClassTable, MIN_ALIGN};
+use crate::divide::Divider;
 use crate::heap::{Heap, format_span};
 use crate::runs::{Run, Runs};
 use crate::span::{NONE, SpanTable, kind};
@@ -135,8 +136,8 @@ pub(crate) struct Core {
     pub id: u64,
     pub spans: SpanTable,
     pub classes: ClassTable,
-    /// Blocks per span, by class.
-    caps: [u32; crate::classes::MAX_CLASSES],
+    /// Block indices from span offsets, by class.
+    dividers: [Divider; crate::classes::MAX_CLASSES],
     /// The most spans a heap keeps in freed large objects: 8 MiB, at most
     /// a quarter of the decay cap.
     cache_spans: usize,
@@ -194,15 +195,16 @@ impl Core {
         if unsafe { libc::pthread_key_create(&mut key, Some(heap_exit)) } != 0 {
             return Err(crate::Error::TooManyThreadKeys);
         }
-        let mut caps = [0; crate::classes::MAX_CLASSES];
-        for (c, cap) in caps.iter_mut().enumerate().take(classes.count()) {
-            *cap = (span / classes.size_of(c)) as u32;
+        let mut dividers = [Divider::default(); crate::classes::MAX_CLASSES];
+        for (c, d) in dividers.iter_mut().enumerate().take(classes.count()) {
+            let size = classes.size_of(c);
+            *d = Divider::new(size, (span / size) as u32);
         }
         Ok(Core {
             id: next_id(),
             spans,
             classes,
-            caps,
+            dividers,
             cache_spans: (8 << 20).min(decay / 4) >> shift,
             counters: CoreCounters::default(),
             runs: Mutex::new(Runs::new(decay >> shift)),
@@ -518,7 +520,7 @@ impl Core {
     /// done, false (nothing changed) if [`free_general`](Self::free_general)
     /// must do it.
     #[inline(always)]
-    fn try_free_fast(&self, p: *mut u8) -> bool {
+    pub fn try_free_fast(&self, p: *mut u8) -> bool {
         let addr = p as usize;
         let Some((s, off)) = self.spans.locate(addr) else {
             return false;
@@ -609,9 +611,7 @@ impl Core {
     /// span, if a block starts there.
     #[inline(always)]
     fn block_at(&self, class: usize, off: usize) -> Option<usize> {
-        let index = self.classes.block_index(class, off);
-        (index * self.classes.size_of(class) == off && index < self.caps[class] as usize)
-            .then_some(index)
+        self.dividers[class].block(off)
     }
 
     fn free_large(&self, s: usize, addr: usize) {

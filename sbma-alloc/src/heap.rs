@@ -7,9 +7,9 @@
 //! heap. When the word runs out, the next non-empty word is claimed.
 //!
 //! A block freed by its owner goes into the class's *free cache*: a stack
-//! of up to [`CACHE`] block addresses in the heap, marked in the span's
-//! `cached` bitmap; the next allocation of the class takes the last one
-//! back (last freed, first reused: still in the cache, and neither the
+//! of up to [`CACHE`] block addresses in the heap, marked held in the
+//! span's bitmaps ([`Words::held`]); the next allocation of the class
+//! takes the last one back (last freed, first reused: still in the cache, and neither the
 //! span's free bitmap nor its counts are touched). Under random frees and
 //! allocations the stack is rarely empty or full, so neither path has a
 //! branch that goes either way at random. A block freed by its owner while
@@ -46,14 +46,16 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
 /// Blocks a heap's free cache holds per class.
 pub(crate) const CACHE: usize = 16;
 
-/// A block in a free cache: its address, and the address of its bitmap
-/// group ([`Words`]) shifted left by 6 with the block's bit number below
-/// (to find its bits again without a division).
+/// A block in a free cache: its address, its bitmap group ([`Words`]) and
+/// its bit there (to find its bits again without a division; 32 bytes,
+/// so entries are found with a shift).
 #[repr(C)]
 #[derive(Debug, Default)]
 struct Cached {
     addr: AtomicUsize,
-    mark: AtomicUsize,
+    group: AtomicPtr<Words>,
+    bit: AtomicU64,
+    _pad: AtomicU64,
 }
 
 /// Per-class state of a heap (owner only).
@@ -61,7 +63,7 @@ struct Cached {
 #[derive(Debug, Default)]
 pub(crate) struct ClassState {
     /// Free blocks claimed from one bitmap word of the current span (and
-    /// marked in its `cached` word, so a second free of one is caught).
+    /// marked held in its group, so a second free of one is caught).
     bits: AtomicU64,
     /// The address of that word's block 0, and the block size.
     base: AtomicUsize,
@@ -92,33 +94,30 @@ impl ClassState {
     }
 
     /// Takes the block on top of the free cache (`n > 0` of them) and
-    /// clears its `cached` bit; returns its address, its bitmap group and
-    /// its bit there.
+    /// unmarks it; returns its address, its bitmap group and its bit there.
     #[inline(always)]
     fn uncache(&self, n: u32) -> (usize, &Words, u64) {
         let e = &self.cache[(n as usize - 1) % CACHE];
-        let mark = e.mark.load(Relaxed);
-        // SAFETY: marks are made by `push` from a `Words` group of the span
+        // SAFETY: groups are set by `push` from a `Words` group of the span
         // table, which outlives every heap.
-        #[allow(unsafe_code, reason = "a pointer kept in the mark")]
-        let words = unsafe { &*((mark >> 6) as *const Words) };
-        let bit = 1 << (mark & 63);
-        words
-            .cached
-            .store(words.cached.load(Relaxed) & !bit, Relaxed);
+        #[allow(unsafe_code, reason = "a pointer kept in the entry")]
+        let words = unsafe { &*e.group.load(Relaxed) };
+        let bit = e.bit.load(Relaxed);
+        words.release(bit);
         self.cached.store(n - 1, Relaxed);
         (e.addr.load(Relaxed), words, bit)
     }
 
     /// Puts block `addr` (bit `index % 64` of `words`, whose `cached`
-    /// word reads `cached`) on the free cache, which holds `n < CACHE`.
+    /// word reads `cached`) on the free cache, which holds `n < CACHE`, and
+    /// marks it held.
     #[inline(always)]
     fn push(&self, n: u32, addr: usize, words: &Words, cached: u64, index: usize) {
         words.cached.store(cached | 1 << (index % 64), Relaxed);
         let e = &self.cache[n as usize % CACHE];
         e.addr.store(addr, Relaxed);
-        let group = words as *const Words as usize;
-        e.mark.store((group << 6) | (index % 64), Relaxed);
+        e.group.store(words as *const Words as *mut Words, Relaxed);
+        e.bit.store(1 << (index % 64), Relaxed);
         self.cached.store(n + 1, Relaxed);
     }
 }
@@ -199,8 +198,7 @@ impl Heap {
         // SAFETY: a word is claimed while `bits` is not 0 (`claim_word`),
         // and its group lives in the span table, which outlives the heap.
         #[allow(unsafe_code, reason = "the claimed word's group")]
-        let cached = unsafe { &(*cs.words.load(Relaxed)).cached };
-        cached.store(cached.load(Relaxed) & !(1 << i), Relaxed);
+        unsafe { &*cs.words.load(Relaxed) }.release(1 << i);
         (cs.base.load(Relaxed) + i * cs.block.load(Relaxed)) as *mut u8
     }
 
@@ -365,9 +363,7 @@ impl Heap {
         // bitmap that moves the span between lists (the cache is full).
         let (w, bit) = (index / 64, 1u64 << (index % 64));
         let words = t.words(s, w);
-        let taken =
-            words.local.load(Relaxed) | words.remote.load(Relaxed) | words.cached.load(Relaxed);
-        if taken & bit != 0 {
+        if (words.local.load(Relaxed) | words.remote.load(Relaxed) | words.held()) & bit != 0 {
             fatal("free(): double free", addr);
         }
         debug_assert_eq!(self.classes[class].cached.load(Relaxed) as usize, CACHE);
@@ -421,10 +417,11 @@ impl Heap {
         // The application handed this block over, so the owner's taking it
         // (clearing its bit) happened before: a set bit is a double free.
         let words = t.words(s, w);
-        // (`cached` is the owner's: a block it freed into its cache, or
-        // claimed; it is read while the owner may be taking blocks out:
-        // a set bit was set at one moment.)
-        if (words.local.load(Relaxed) | words.cached.load(Relaxed)) & bit != 0 {
+        // (`held` is the owner's: a block it freed into its cache, or
+        // claimed; it is read while the owner may be taking blocks out.
+        // The application's handing the block over orders this thread's
+        // reads after the owner's last write to its bit.)
+        if (words.local.load(Relaxed) | words.held()) & bit != 0 {
             fatal("free(): double free", addr);
         }
         if words.remote.fetch_or(bit, SeqCst) & bit != 0 {
@@ -476,7 +473,7 @@ impl Heap {
                 }
                 let bits = words.remote.swap(0, SeqCst);
                 let local = &words.local;
-                let free = local.load(Relaxed) | words.cached.load(Relaxed);
+                let free = local.load(Relaxed) | words.held();
                 if bits & free != 0 {
                     // Freed remotely and by its owner (or twice remotely
                     // around a collection; or remotely while in the
@@ -571,9 +568,9 @@ impl Heap {
                 // SAFETY: the claimed word's group, in the span table.
                 #[allow(unsafe_code, reason = "the claimed word's group")]
                 let words = unsafe { &*words };
-                let (local, cached) = (&words.local, &words.cached);
+                let local = &words.local;
                 local.store(local.load(Relaxed) | bits, Relaxed);
-                cached.store(cached.load(Relaxed) & !bits, Relaxed);
+                words.release(bits);
                 owner_inc(&m.free, bits.count_ones() as i32);
             }
             self.settle(core, i, m, class);
@@ -647,10 +644,8 @@ fn claim_word(t: &SpanTable, cs: &ClassState, s: u32) -> bool {
     let group = t.words(i, best);
     let bits = group.local.load(Relaxed);
     group.local.store(0, Relaxed);
-    // Claimed blocks count as cached: a second free of one is caught.
-    group
-        .cached
-        .store(group.cached.load(Relaxed) | bits, Relaxed);
+    // Claimed blocks are held: a second free of one is caught.
+    group.hold(bits);
     owner_inc(&m.free, -(bits.count_ones() as i32));
     m.cursor.store((best + 1) as u32, Relaxed);
     let block = m.block.load(Relaxed) as usize;
@@ -686,7 +681,7 @@ pub(crate) fn format_span(t: &SpanTable, s: usize, heap: &Heap, class: usize, bl
         };
         let words = t.words(s, w);
         words.local.store(bits, Relaxed);
-        debug_assert_eq!(words.remote.load(Relaxed) | words.cached.load(Relaxed), 0);
+        debug_assert_eq!(words.remote.load(Relaxed) | words.held(), 0);
     }
 }
 

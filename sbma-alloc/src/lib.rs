@@ -62,6 +62,7 @@
 mod cfamily;
 mod classes;
 mod core;
+mod divide;
 mod early;
 mod heap;
 mod runs;

@@ -8,11 +8,11 @@
 //!   address resolves to the truth and an interior pointer is never taken
 //!   for the start of an object.
 //! - `metas`: one [`SpanMeta`] per span.
-//! - `bitmaps`: per span, three interleaved bitmaps of one bit per 16-byte
-//!   block, grouped by 64 blocks ([`Words`]): `local` (free blocks,
-//!   written only by the owning heap), `remote` (blocks freed by other
-//!   threads, set with `fetch_or`, collected by the owner) and `cached`
-//!   (blocks the owner freed into its heap's free cache).
+//! - `bitmaps`: per span, interleaved bitmaps of one bit per block,
+//!   grouped by 64 blocks ([`Words`]): `local` (free blocks, written only
+//!   by the owning heap), `remote` (blocks freed by other threads, set
+//!   with `fetch_or`, collected by the owner) and `cached` (blocks the
+//!   owner holds: freed into its heap's free cache, or claimed).
 //!
 //! Both strides are powers of two, so the free path finds a span's
 //! metadata with shifts (no multiply on its critical path).
@@ -28,6 +28,7 @@
 
 use crate::heap::Heap;
 use crate::sys::Mapping;
+use core::sync::atomic::Ordering::Relaxed;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 
 /// No span / end of a list.
@@ -102,7 +103,7 @@ pub(crate) struct SpanMeta {
 /// reads all three and writes one, in one cache line.
 ///
 /// A block is free if its bit is set in any of the three; allocated if in
-/// none (and not claimed by its heap, `heap::ClassState`).
+/// none.
 #[repr(C, align(32))]
 #[derive(Debug, Default)]
 pub(crate) struct Words {
@@ -110,12 +111,37 @@ pub(crate) struct Words {
     pub local: AtomicU64,
     /// Blocks freed by other threads and not collected yet.
     pub remote: AtomicU64,
-    /// Blocks freed by the owner into its heap's free cache (written by the
-    /// owning heap only; read by frees from other threads, to catch double
-    /// frees).
+    /// Blocks the owner holds: freed into its heap's free cache, or
+    /// claimed (written by the owning heap only; read by frees from other
+    /// threads, to catch double frees).
     pub cached: AtomicU64,
     _unused: AtomicU64,
 }
+
+impl Words {
+    /// Blocks held by the owner (in its free cache, or claimed).
+    #[inline(always)]
+    pub fn held(&self) -> u64 {
+        self.cached.load(Relaxed)
+    }
+
+    /// Marks blocks `bits` held (none of them is): owner only.
+    #[inline(always)]
+    pub fn hold(&self, bits: u64) {
+        self.cached.store(self.cached.load(Relaxed) | bits, Relaxed);
+    }
+
+    /// Unmarks blocks `bits` (all of them held): owner only.
+    #[inline(always)]
+    pub fn release(&self, bits: u64) {
+        self.cached
+            .store(self.cached.load(Relaxed) & !bits, Relaxed);
+    }
+}
+
+/// Each span's [`SpanMeta`] takes `1 << META_SHIFT` bytes (a constant
+/// shift on the free path).
+const META_SHIFT: u32 = size_of::<SpanMeta>().next_power_of_two().trailing_zeros();
 
 /// Spans of one arena and their metadata.
 #[derive(Debug)]
@@ -126,7 +152,6 @@ pub(crate) struct SpanTable {
     /// Bitmap words per span (`span / 16 / 64`).
     pub wmax: usize,
     /// log2 of the bytes per span in `metas` and in `bitmaps`.
-    meta_shift: u32,
     bitmap_shift: u32,
     metas: Mapping,
     bitmaps: Mapping,
@@ -136,7 +161,6 @@ pub(crate) struct SpanTable {
 impl SpanTable {
     pub fn new(base: usize, count: usize, shift: u32) -> Result<SpanTable, rustix::io::Errno> {
         let wmax = ((1usize << shift) / crate::MIN_ALIGN).div_ceil(64);
-        let meta_shift = size_of::<SpanMeta>().next_power_of_two().trailing_zeros();
         let bitmap_shift = (size_of::<Words>() * wmax)
             .next_power_of_two()
             .trailing_zeros();
@@ -145,9 +169,8 @@ impl SpanTable {
             count,
             shift,
             wmax,
-            meta_shift,
             bitmap_shift,
-            metas: Mapping::new(count << meta_shift)?,
+            metas: Mapping::new(count << META_SHIFT)?,
             bitmaps: Mapping::new(count << bitmap_shift)?,
             kinds: Mapping::new(count)?,
         })
@@ -217,16 +240,10 @@ impl SpanTable {
     pub unsafe fn meta_unchecked(&self, i: usize) -> &SpanMeta {
         debug_assert!(i < self.count);
         // SAFETY: in bounds by the caller's contract; the metadata mapping
-        // lives as long as `self`, `1 << meta_shift` bytes per span; it
+        // lives as long as `self`, `1 << META_SHIFT` bytes per span; it
         // starts zeroed, all-zero bytes are a valid SpanMeta (atomics and
         // a null pointer), and it is only accessed through atomics.
-        unsafe {
-            &*self
-                .metas
-                .ptr()
-                .add(i << self.meta_shift)
-                .cast::<SpanMeta>()
-        }
+        unsafe { &*self.metas.ptr().add(i << META_SHIFT).cast::<SpanMeta>() }
     }
 
     /// The metadata of span `i`.
