@@ -9,8 +9,8 @@
 //! A block freed by its owner goes into the class's *free cache*: a stack
 //! of up to [`CACHE`] block addresses in the heap, marked held in the
 //! span's bitmaps ([`Words::held`]); the next allocation of the class
-//! takes the last one back (last freed, first reused: still in the cache, and neither the
-//! span's free bitmap nor its counts are touched). Under random frees and
+//! takes the last one back (last freed, first reused: still in the
+//! cache, and neither the span's free bitmap nor its counts are touched). Under random frees and
 //! allocations the stack is rarely empty or full, so neither path has a
 //! branch that goes either way at random. A block freed by its owner while
 //! the cache is full sets its bit back in the span's `local` bitmap; a
