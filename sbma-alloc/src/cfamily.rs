@@ -109,9 +109,10 @@ impl SbmaAlloc {
             return;
         }
         // Nothing on this path sets errno (the pager calls that may are
-        // wrapped, and glibc's free keeps it since 2.33).
+        // wrapped, and glibc's free keeps it since 2.33). The fast case
+        // was tried already (or the core has just started).
         match self.core() {
-            Some(core) => core.free(p),
+            Some(core) => core.free_general(p),
             // SAFETY: before start-up every pointer is glibc's.
             None => unsafe { fallback::free(p) },
         }

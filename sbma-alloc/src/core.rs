@@ -560,7 +560,7 @@ impl Core {
 
     /// Every case of [`free`](Self::free).
     #[inline(never)]
-    fn free_general(&self, p: *mut u8) {
+    pub fn free_general(&self, p: *mut u8) {
         let addr = p as usize;
         let Some(s) = self.spans.index_of(addr) else {
             return free_foreign(p);

@@ -49,13 +49,12 @@ pub(crate) const CACHE: usize = 16;
 /// A block in a free cache: its address, its bitmap group ([`Words`]) and
 /// its bit there (to find its bits again without a division; 32 bytes,
 /// so entries are found with a shift).
-#[repr(C)]
+#[repr(C, align(32))]
 #[derive(Debug, Default)]
 struct Cached {
     addr: AtomicUsize,
     group: AtomicPtr<Words>,
     bit: AtomicU64,
-    _pad: AtomicU64,
 }
 
 /// Per-class state of a heap (owner only).
