@@ -209,33 +209,26 @@ impl Uffd {
         len: usize,
         wp: bool,
     ) -> Result<(), Errno> {
-        let mut done = 0usize;
-        while done < len {
+        let mode = u64::from(uapi::UFFDIO_COPY_MODE_DONTWAKE)
+            | if wp {
+                u64::from(uapi::UFFDIO_COPY_MODE_WP)
+            } else {
+                0
+            };
+        until_done(len, |done| {
             let mut c = uapi::uffdio_copy {
                 dst: dst as u64 + done as u64,
                 src: src as u64 + done as u64,
                 len: (len - done) as u64,
-                mode: u64::from(uapi::UFFDIO_COPY_MODE_DONTWAKE)
-                    | if wp {
-                        u64::from(uapi::UFFDIO_COPY_MODE_WP)
-                    } else {
-                        0
-                    },
+                mode,
                 copy: 0,
             };
             // SAFETY: UFFDIO_COPY reads and writes a `uffdio_copy`; the
             // ranges are as the caller guarantees.
             let r = unsafe { self.ioctl(nr::UFFDIO_COPY, &mut c) };
-            if c.copy > 0 {
-                done += c.copy as usize;
-            }
-            match r {
-                Ok(()) => return Ok(()),
-                Err(Errno::AGAIN) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+            (r, c.copy)
+        })
+        .map_err(|(_, e)| e)
     }
 
     /// Sets (`on`) or clears the write protection of present pages:
@@ -277,8 +270,7 @@ impl Uffd {
         src: *mut u8,
         len: usize,
     ) -> Result<(), (usize, Errno)> {
-        let mut done = 0usize;
-        while done < len {
+        until_done(len, |done| {
             let mut m = uapi::uffdio_move {
                 dst: dst as u64 + done as u64,
                 src: src as u64 + done as u64,
@@ -289,16 +281,8 @@ impl Uffd {
             // SAFETY: UFFDIO_MOVE reads and writes a `uffdio_move`; the
             // ranges are as the caller guarantees.
             let r = unsafe { self.ioctl(UFFDIO_MOVE, &mut m) };
-            if m.move_ > 0 {
-                done += m.move_ as usize;
-            }
-            match r {
-                Ok(()) => done = len,
-                Err(Errno::AGAIN) => {}
-                Err(e) => return Err((done, e)),
-            }
-        }
-        Ok(())
+            (r, m.move_)
+        })
     }
 
     /// Wakes the threads waiting on faults in the range: `UFFDIO_WAKE`.
@@ -366,6 +350,31 @@ impl Uffd {
         };
         if r < 0 { Err(last_errno()) } else { Ok(()) }
     }
+}
+
+/// Issues a request that may stop part way (`UFFDIO_COPY`, `UFFDIO_MOVE`:
+/// `EAGAIN` when the address space changed, with the bytes done reported
+/// in the request) until `len` bytes are done: `step(done)` issues it for
+/// `[done, len)` and returns its result and the bytes it reported (a
+/// negative count is an error code, not progress). On an error, the
+/// bytes done before it come with it.
+fn until_done(
+    len: usize,
+    mut step: impl FnMut(usize) -> (Result<(), Errno>, i64),
+) -> Result<(), (usize, Errno)> {
+    let mut done = 0usize;
+    while done < len {
+        let (r, n) = step(done);
+        if n > 0 {
+            done += n as usize;
+        }
+        match r {
+            Ok(()) => return Ok(()),
+            Err(Errno::AGAIN) => {}
+            Err(e) => return Err((done, e)),
+        }
+    }
+    Ok(())
 }
 
 fn range(addr: *mut u8, len: usize) -> uapi::uffdio_range {
