@@ -36,9 +36,8 @@ impl SbmaAlloc {
     /// `errno = ENOMEM`.
     #[inline]
     pub fn malloc(&self, size: usize) -> *mut u8 {
-        if let Some(core) = self.ready() {
-            let p = core.try_alloc_fast(size);
-            if !p.is_null() {
+        if let Some((core, h)) = self.local() {
+            if let Some(p) = core.try_alloc_fast(h, size) {
                 return p;
             }
         }
@@ -90,8 +89,8 @@ impl SbmaAlloc {
     #[inline]
     pub unsafe fn free(&self, p: *mut u8) {
         // (A null `p` is outside the arena: the slow path takes it.)
-        if let Some(core) = self.ready() {
-            if core.try_free_fast(p) {
+        if let Some((core, h)) = self.local() {
+            if core.try_free_fast(h, p) {
                 return;
             }
         }

@@ -55,6 +55,19 @@ std::thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
+/// The calling thread's heap of the core with id `id`, if it has one.
+///
+/// A thread records a heap of a core only once it has seen that core
+/// started (its `SbmaAlloc` READY, acquired by this thread), and ids are
+/// never reused: so a heap returned here means the core with that id has
+/// started and its fields may be read, and the heap lives as long as the
+/// core.
+#[inline(always)]
+pub(crate) fn current_heap(id: u64) -> Option<*const Heap> {
+    let (current, h) = CURRENT.with(Cell::get);
+    (current == id).then_some(h)
+}
+
 /// Set in a forked child: the pager cannot page there (the backing file is
 /// the parent's), so no block is handed out from the arena any more; the
 /// child allocates from glibc. Blocks it inherited stay usable where
@@ -255,9 +268,9 @@ impl Core {
     /// The calling thread's heap if it already has one (no creation).
     #[inline]
     pub fn heap_if_any(&self) -> Option<&Heap> {
-        let (id, h) = CURRENT.with(Cell::get);
-        // SAFETY: as in `heap`.
-        (id == self.id).then(|| unsafe { &*h })
+        // SAFETY: a heap of this core (`current_heap`), in its heap
+        // mapping, which lives as long as `self`.
+        current_heap(self.id).map(|h| unsafe { &*h })
     }
 
     #[cold]
@@ -282,7 +295,7 @@ impl Core {
             } else if pool.unused < MAX_HEAPS {
                 pool.unused += 1;
                 let h = self.heap_at(pool.unused - 1);
-                h.init(self);
+                h.init(self, kind::owner_tag(pool.unused as u32 - 1));
                 h
             } else {
                 return None;
@@ -355,7 +368,7 @@ impl Core {
             class,
             self.classes.size_of(class),
         );
-        let k = kind::SMALL + class as u8;
+        let k = kind::small(class, heap.tag.load(Relaxed));
         self.spans.set_kinds(run.start, 1, k, k);
         self.counters.small_spans.fetch_add(1, Relaxed);
         Some(run.start)
@@ -511,51 +524,42 @@ impl Core {
     /// frees, errors, spans changing lists) is out of line.
     #[inline]
     pub fn free(&self, p: *mut u8) {
-        if !self.try_free_fast(p) {
-            self.free_general(p);
+        match self.heap_if_any() {
+            Some(h) if self.try_free_fast(h, p) => {}
+            _ => self.free_general(p),
         }
     }
 
     /// The owner thread's free of a small block, calling nothing: true if
     /// done, false (nothing changed) if [`free_general`](Self::free_general)
-    /// must do it.
+    /// must do it. `h` is the calling thread's heap.
     #[inline(always)]
-    pub fn try_free_fast(&self, p: *mut u8) -> bool {
+    pub fn try_free_fast(&self, h: &Heap, p: *mut u8) -> bool {
         let addr = p as usize;
         let Some((s, off)) = self.spans.locate(addr) else {
             return false;
         };
         // SAFETY: `s < count`, checked by `locate`.
         let k = unsafe { self.spans.kind_unchecked(s) }.load(Acquire);
-        let (id, h) = CURRENT.with(Cell::get);
-        if k < kind::SMALL || id != self.id {
+        let Some(class) = kind::owned_class(k, h.tag.load(Relaxed)) else {
             return false;
-        }
-        // (Masked: SMALL kinds only hold classes below MAX_CLASSES; the
-        // mask spares the bounds checks.)
-        let class = usize::from(k - kind::SMALL) & (crate::classes::MAX_CLASSES - 1);
-        // SAFETY: as above.
-        let m = unsafe { self.spans.meta_unchecked(s) };
-        if !core::ptr::eq(m.owner.load(Relaxed), h) {
-            return false;
-        }
+        };
+        debug_assert!(core::ptr::eq(self.spans.meta(s).owner.load(Relaxed), h));
         let Some(index) = self.block_at(class, off) else {
             return false;
         };
-        // SAFETY: `CURRENT` holds a live heap of this core (`heap`).
-        unsafe { &*h }.try_free_local(&self.spans, s, m, class, index, addr)
+        h.try_free_local(&self.spans, s, class, index, addr)
     }
 
-    /// The thread's heap and a small block of `size` from its claimed word
-    /// (`size <= max_size`), or null; calls nothing.
+    /// A small block of `size` from the free cache or the claimed word of
+    /// `h` (the calling thread's heap), if `size` is small and either has
+    /// one; calls nothing.
     #[inline(always)]
-    pub fn try_alloc_fast(&self, size: usize) -> *mut u8 {
-        let (id, h) = CURRENT.with(Cell::get);
-        if id != self.id || size > self.classes.max_size() {
-            return core::ptr::null_mut();
+    pub fn try_alloc_fast(&self, h: &Heap, size: usize) -> Option<*mut u8> {
+        if size > self.classes.max_size() {
+            return None;
         }
-        // SAFETY: `CURRENT` holds a live heap of this core (`heap`).
-        unsafe { &*h }.alloc_fast(self.classes.class_of(size) & (crate::classes::MAX_CLASSES - 1))
+        h.alloc_fast(self.classes.class_of(size) & (crate::classes::MAX_CLASSES - 1))
     }
 
     /// Every case of [`free`](Self::free).
@@ -570,7 +574,7 @@ impl Core {
         if k < kind::SMALL {
             return self.free_not_small(s, k, addr);
         }
-        let class = (k - kind::SMALL) as usize;
+        let class = kind::class(k);
         // SAFETY: as above.
         let m = unsafe { self.spans.meta_unchecked(s) };
         match self.heap_if_any() {
@@ -589,7 +593,7 @@ impl Core {
     }
 
     #[inline(never)]
-    fn free_not_small(&self, s: usize, k: u8, addr: usize) {
+    fn free_not_small(&self, s: usize, k: u32, addr: usize) {
         match k {
             kind::LARGE => self.free_large(s, addr),
             kind::LARGE_BODY => fatal("free(): invalid pointer", addr),
@@ -651,7 +655,7 @@ impl Core {
         let s = self.spans.index_of(addr)?;
         Some(match self.spans.kind(s).load(Acquire) {
             k if k >= kind::SMALL => {
-                let class = (k - kind::SMALL) as usize;
+                let class = kind::class(k);
                 self.block_of(s, class, addr);
                 self.classes.size_of(class)
             }

@@ -107,12 +107,11 @@ impl ClassState {
         (e.addr.load(Relaxed), words, bit)
     }
 
-    /// Puts block `addr` (bit `index % 64` of `words`, whose `cached`
-    /// word reads `cached`) on the free cache, which holds `n < CACHE`, and
-    /// marks it held.
+    /// Puts block `addr` (bit `index % 64` of `words`) on the free cache,
+    /// which holds `n < CACHE`, and marks it held.
     #[inline(always)]
-    fn push(&self, n: u32, addr: usize, words: &Words, cached: u64, index: usize) {
-        words.cached.store(cached | 1 << (index % 64), Relaxed);
+    fn push(&self, n: u32, addr: usize, words: &Words, index: usize) {
+        words.hold(1 << (index % 64));
         let e = &self.cache[n as usize % CACHE];
         e.addr.store(addr, Relaxed);
         e.group.store(words as *const Words as *mut Words, Relaxed);
@@ -132,6 +131,9 @@ pub(crate) struct Heap {
     pending: AtomicU32,
     /// Heap-pool link (abandoned heaps).
     pub next: AtomicU32,
+    /// This heap's tag in the kind words of its spans
+    /// ([`kind::owner_tag`](crate::span::kind::owner_tag)); set once.
+    pub tag: AtomicU32,
     /// Freed large objects kept for reuse (owner only): `start << 32 |
     /// len`, 0 when empty; `large_next` is the slot to replace next.
     large: [AtomicU64; LARGE_CACHE],
@@ -148,8 +150,9 @@ fn owner_inc(a: &AtomicU32, by: i32) {
 
 impl Heap {
     /// Prepares a never-used heap slot.
-    pub fn init(&self, core: &Core) {
+    pub fn init(&self, core: &Core, tag: u32) {
         self.core.store(core as *const Core as *mut Core, Relaxed);
+        self.tag.store(tag, Relaxed);
         for slot in &self.large {
             slot.store(0, Relaxed);
         }
@@ -171,26 +174,25 @@ impl Heap {
     /// A block of `class`, or null if the arena is exhausted.
     #[inline]
     pub fn alloc(&self, core: &Core, class: usize) -> *mut u8 {
-        let p = self.alloc_fast(class);
-        if !p.is_null() {
-            return p;
+        match self.alloc_fast(class) {
+            Some(p) => p,
+            None => self.alloc_slow(core, class),
         }
-        self.alloc_slow(core, class)
     }
 
-    /// A block of `class` from the free cache or the claimed word, or null
-    /// if both are empty. Calls nothing (a leaf, so the fast path saves no
-    /// registers).
+    /// A block of `class` from the free cache or the claimed word, or
+    /// `None` if both are empty. Calls nothing (a leaf, so the fast path
+    /// saves no registers).
     #[inline(always)]
-    pub fn alloc_fast(&self, class: usize) -> *mut u8 {
+    pub fn alloc_fast(&self, class: usize) -> Option<*mut u8> {
         let cs = &self.classes[class];
         let n = cs.cached.load(Relaxed);
         if n != 0 {
-            return cs.uncache(n).0 as *mut u8;
+            return Some(cs.uncache(n).0 as *mut u8);
         }
         let bits = cs.bits.load(Relaxed);
         if bits == 0 {
-            return core::ptr::null_mut();
+            return None;
         }
         cs.bits.store(bits & (bits - 1), Relaxed);
         let i = bits.trailing_zeros() as usize;
@@ -198,19 +200,21 @@ impl Heap {
         // and its group lives in the span table, which outlives the heap.
         #[allow(unsafe_code, reason = "the claimed word's group")]
         unsafe { &*cs.words.load(Relaxed) }.release(1 << i);
-        (cs.base.load(Relaxed) + i * cs.block.load(Relaxed)) as *mut u8
+        Some((cs.base.load(Relaxed) + i * cs.block.load(Relaxed)) as *mut u8)
     }
 
     /// The common case of [`free_local`](Self::free_local), calling
-    /// nothing: frees block `index` of span `s` (at `addr`) and returns
-    /// true, or changes nothing and returns false when anything needs more
-    /// (a double free to report, a span changing lists).
+    /// nothing: puts block `index` of span `s` (at `addr`) in the free
+    /// cache and returns true, or changes nothing and returns false (a
+    /// double free to report, or the cache is full: the block then goes to
+    /// its span's bitmap, out of line, since that may move the span between
+    /// lists). Kept this small, the whole free fast path needs one
+    /// callee-saved register (four with the bitmap case inline).
     #[inline(always)]
     pub fn try_free_local(
         &self,
         t: &SpanTable,
         s: usize,
-        m: &SpanMeta,
         class: usize,
         index: usize,
         addr: usize,
@@ -220,25 +224,19 @@ impl Heap {
         // the class's blocks per span (`Core::block_of`), so `w < wmax`.
         #[allow(unsafe_code, reason = "the bounds are established above")]
         let words = unsafe { t.words_unchecked(s, w) };
-        let (bits, cached) = (words.local.load(Relaxed), words.cached.load(Relaxed));
         // Free already: free in the bitmap, freed by another thread and
-        // not collected, or cached or claimed by this heap.
-        if (bits | words.remote.load(Relaxed) | cached) & bit != 0 {
+        // not collected, or cached or claimed by this heap. (`push` loads
+        // the held word again: fewer values live at once.)
+        if (words.local.load(Relaxed) | words.remote.load(Relaxed) | words.held()) & bit != 0 {
             return false;
         }
         let cs = &self.classes[class];
         let n = cs.cached.load(Relaxed);
         if (n as usize) < CACHE {
-            cs.push(n, addr, words, cached, index);
+            cs.push(n, addr, words, index);
             return true;
         }
-        let free = m.free.load(Relaxed) + 1;
-        if free == 1 || free == m.capacity.load(Relaxed) {
-            return false;
-        }
-        words.local.store(bits | bit, Relaxed);
-        m.free.store(free, Relaxed);
-        true
+        false
     }
 
     #[cold]
@@ -355,11 +353,10 @@ impl Heap {
         addr: usize,
     ) {
         let t = &core.spans;
-        if self.try_free_local(t, s, m, class, index, addr) {
+        if self.try_free_local(t, s, class, index, addr) {
             return;
         }
-        // Left by the common case: a double free, or a free into a span's
-        // bitmap that moves the span between lists (the cache is full).
+        // Left by the common case: a double free, or the cache is full.
         let (w, bit) = (index / 64, 1u64 << (index % 64));
         let words = t.words(s, w);
         if (words.local.load(Relaxed) | words.remote.load(Relaxed) | words.held()) & bit != 0 {

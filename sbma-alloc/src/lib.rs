@@ -80,9 +80,10 @@ pub use stats::{AllocStats, ClassStats};
 pub use sys::fallback;
 
 use crate::core::{Busy, Core};
+use crate::heap::Heap;
 use ::core::cell::UnsafeCell;
 use ::core::mem::MaybeUninit;
-use ::core::sync::atomic::{AtomicU8, Ordering};
+use ::core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use sbma_pager::PagerBuilder;
 
 /// What can go wrong when an allocator starts.
@@ -205,12 +206,16 @@ impl SbmaAllocBuilder {
     pub fn build(self) -> Result<SbmaAlloc, Error> {
         let core = self.build_core()?;
         Ok(SbmaAlloc {
+            id: AtomicU64::new(core.id),
             state: AtomicU8::new(READY),
             core: UnsafeCell::new(MaybeUninit::new(core)),
             config: SbmaAllocBuilder::from_env,
         })
     }
 }
+
+/// `SbmaAlloc::id` before the core starts (no core has it).
+const NOT_STARTED: u64 = u64::MAX;
 
 const UNINIT: u8 = 0;
 const STARTING: u8 = 1;
@@ -219,6 +224,9 @@ const READY: u8 = 2;
 /// A storage-backed allocator: the malloc family ([`SbmaAlloc::malloc`],
 /// ...), `GlobalAlloc` and `allocator_api2::alloc::Allocator` (for `&SbmaAlloc`).
 pub struct SbmaAlloc {
+    /// The core's id once started ([`NOT_STARTED`] before): what the fast
+    /// paths compare the thread's heap with (see [`SbmaAlloc::local`]).
+    id: AtomicU64,
     state: AtomicU8,
     core: UnsafeCell<MaybeUninit<Core>>,
     config: fn() -> Result<SbmaAllocBuilder, Error>,
@@ -271,6 +279,7 @@ impl SbmaAlloc {
     /// ```
     pub const fn with_config(config: fn() -> Result<SbmaAllocBuilder, Error>) -> SbmaAlloc {
         SbmaAlloc {
+            id: AtomicU64::new(NOT_STARTED),
             state: AtomicU8::new(UNINIT),
             core: UnsafeCell::new(MaybeUninit::uninit()),
             config,
@@ -306,6 +315,19 @@ impl SbmaAlloc {
         None
     }
 
+    /// The core and the calling thread's heap of it, if the thread has
+    /// one: one thread-local load and one compare, the fast paths' entry.
+    #[inline(always)]
+    fn local(&self) -> Option<(&Core, &Heap)> {
+        let h = core::current_heap(self.id.load(Ordering::Relaxed))?;
+        // SAFETY: the thread holds a heap of this allocator's core, so it
+        // saw the core started (`current_heap`): the core was written
+        // before READY, which this thread acquired. The heap lives in the
+        // core's heap mapping.
+        #[allow(unsafe_code, reason = "see above")]
+        Some(unsafe { ((*self.core.get()).assume_init_ref(), &*h) })
+    }
+
     #[cold]
     #[inline(never)]
     fn start(&self) -> Option<&Core> {
@@ -325,12 +347,14 @@ impl SbmaAlloc {
         let _busy = Busy::enter();
         match (self.config)().and_then(SbmaAllocBuilder::build_core) {
             Ok(core) => {
+                let id = core.id;
                 // SAFETY: we won the STARTING state: no one else writes or
                 // reads the core until READY.
                 #[allow(unsafe_code, reason = "see above")]
                 unsafe {
                     (*self.core.get()).write(core)
                 };
+                self.id.store(id, Ordering::Relaxed);
                 self.state.store(READY, Ordering::Release);
                 self.core()
             }

@@ -3,10 +3,12 @@
 //!
 //! Metadata lives **outside managed memory**, in two anonymous mappings
 //! indexed by span number (`(addr - base) >> span_shift`):
-//! - `kinds`: one byte per span, what the span is (free, small of which
-//!   class, head or body of a large object). Every span of a run is written, so any
-//!   address resolves to the truth and an interior pointer is never taken
-//!   for the start of an object.
+//! - `kinds`: one 32-bit word per span, what the span is (free, small of
+//!   which class, head or body of a large object) and, for a small span,
+//!   which heap owns it. Every span of a run is written, so any address
+//!   resolves to the truth and an interior pointer is never taken for the
+//!   start of an object. The owner's free checks "small, mine, of class
+//!   c" with one load, one xor and one compare ([`kind::small`]).
 //! - `metas`: one [`SpanMeta`] per span.
 //! - `bitmaps`: per span, interleaved bitmaps of one bit per block,
 //!   grouped by 64 blocks ([`Words`]): `local` (free blocks, written only
@@ -29,30 +31,66 @@
 use crate::heap::Heap;
 use crate::sys::Mapping;
 use core::sync::atomic::Ordering::Relaxed;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
 
 /// No span / end of a list.
 pub(crate) const NONE: u32 = u32::MAX;
 
-/// What a span is (`SpanTable::kind`).
+/// What a span is (`SpanTable::kind`): a kind word, the kind in its low
+/// byte and, for small spans, the owning heap's tag above it (0 for every
+/// other kind).
 pub(crate) mod kind {
     /// Not in use: never used (at or past the top), or inside a free run.
-    pub const FREE: u8 = 0;
+    pub const FREE: u32 = 0;
     /// First span of a free run (its meta holds the run's length).
-    pub const FREE_HEAD: u8 = 1;
+    pub const FREE_HEAD: u32 = 1;
     /// Last span of a free run of two or more (meta holds the length too).
-    pub const FREE_TAIL: u8 = 2;
+    pub const FREE_TAIL: u32 = 2;
     /// Carved into blocks of class `k - SMALL` (for any `k >= SMALL`),
     /// owned by one heap: the free path learns the class from this byte.
-    pub const SMALL: u8 = 16;
+    pub const SMALL: u32 = 16;
     /// First span of a large object.
-    pub const LARGE: u8 = 4;
+    pub const LARGE: u32 = 4;
     /// Any other span of a large object.
-    pub const LARGE_BODY: u8 = 5;
+    pub const LARGE_BODY: u32 = 5;
     /// Being cleared (taken out of the free runs for a moment).
-    pub const CLEARING: u8 = 6;
+    pub const CLEARING: u32 = 6;
     /// First span of a freed large object kept by a heap for reuse.
-    pub const CACHED: u8 = 7;
+    pub const CACHED: u32 = 7;
+
+    /// The tag of heap number `index`: the high bits of the kind words of
+    /// its small spans (never 0, so no other kind word has them).
+    pub const fn owner_tag(index: u32) -> u32 {
+        assert!(index < 1 << 23);
+        (index + 1) << 8
+    }
+
+    /// The kind word of a small span of `class` owned by the heap with
+    /// tag `owner`. For such a word `k`, `(k ^ owner) - SMALL` is `class`,
+    /// and for any other word (another kind, another owner) it is at
+    /// least 2^8 - SMALL: one compare with the class count tells them
+    /// apart.
+    pub const fn small(class: usize, owner: u32) -> u32 {
+        assert!(class < 256 - SMALL as usize);
+        owner | (SMALL + class as u32)
+    }
+
+    /// The class of the span whose kind word is `k` if it is a small span
+    /// owned by the heap with tag `owner`: one xor and one compare.
+    #[inline(always)]
+    pub const fn owned_class(k: u32, owner: u32) -> Option<usize> {
+        let class = (k ^ owner).wrapping_sub(SMALL) as usize;
+        if class < crate::classes::MAX_CLASSES {
+            Some(class)
+        } else {
+            None
+        }
+    }
+
+    /// The class of a small span's kind word `k` (`k >= SMALL`).
+    pub const fn class(k: u32) -> usize {
+        ((k & 0xff) - SMALL) as usize
+    }
 }
 
 /// The metadata of one span.
@@ -131,11 +169,13 @@ impl Words {
         self.cached.store(self.cached.load(Relaxed) | bits, Relaxed);
     }
 
-    /// Unmarks blocks `bits` (all of them held): owner only.
+    /// Unmarks blocks `bits` (all of them held): owner only. (An xor: all
+    /// are set, and it needs no inverted mask.)
     #[inline(always)]
     pub fn release(&self, bits: u64) {
-        self.cached
-            .store(self.cached.load(Relaxed) & !bits, Relaxed);
+        let held = self.cached.load(Relaxed);
+        debug_assert_eq!(held & bits, bits, "releasing blocks not held");
+        self.cached.store(held ^ bits, Relaxed);
     }
 }
 
@@ -149,6 +189,8 @@ pub(crate) struct SpanTable {
     pub base: usize,
     pub count: usize,
     pub shift: u32,
+    /// `(1 << shift) - 1`: a span offset from an arena offset.
+    mask: usize,
     /// Bitmap words per span (`span / 16 / 64`).
     pub wmax: usize,
     /// log2 of the bytes per span in `metas` and in `bitmaps`.
@@ -168,11 +210,12 @@ impl SpanTable {
             base,
             count,
             shift,
+            mask: (1 << shift) - 1,
             wmax,
             bitmap_shift,
             metas: Mapping::new(count << META_SHIFT)?,
             bitmaps: Mapping::new(count << bitmap_shift)?,
-            kinds: Mapping::new(count)?,
+            kinds: Mapping::new(count * size_of::<AtomicU32>())?,
         })
     }
 
@@ -188,7 +231,7 @@ impl SpanTable {
     pub fn locate(&self, addr: usize) -> Option<(usize, usize)> {
         let rel = addr.wrapping_sub(self.base);
         let i = rel >> self.shift;
-        (i < self.count).then_some((i, rel & ((1 << self.shift) - 1)))
+        (i < self.count).then_some((i, rel & self.mask))
     }
 
     /// The first byte of span `i`.
@@ -197,9 +240,9 @@ impl SpanTable {
         self.base + (i << self.shift)
     }
 
-    /// What span `i` is.
+    /// What span `i` is: its kind word ([`kind`]).
     #[inline]
-    pub fn kind(&self, i: usize) -> &AtomicU8 {
+    pub fn kind(&self, i: usize) -> &AtomicU32 {
         assert!(i < self.count);
         // SAFETY: in bounds (checked above).
         unsafe { self.kind_unchecked(i) }
@@ -207,14 +250,13 @@ impl SpanTable {
 
     /// Sets the kind of spans `[start, start + n)`: `first` for the first,
     /// `rest` for the others.
-    pub fn set_kinds(&self, start: usize, n: usize, first: u8, rest: u8) {
+    pub fn set_kinds(&self, start: usize, n: usize, first: u32, rest: u32) {
         assert!(n > 0 && start + n <= self.count);
         self.kind(start)
             .store(first, core::sync::atomic::Ordering::Release);
-        if n > 1 {
-            // SAFETY: in bounds (checked above); nothing reads these bytes
-            // non-atomically, and a relaxed byte write is what memset does.
-            unsafe { core::ptr::write_bytes(self.kinds.ptr().add(start + 1), rest, n - 1) };
+        for i in start + 1..start + n {
+            // SAFETY: in bounds (checked above).
+            unsafe { self.kind_unchecked(i) }.store(rest, Relaxed);
         }
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
     }
@@ -224,12 +266,12 @@ impl SpanTable {
     /// # Safety
     /// `i < self.count`.
     #[inline]
-    pub unsafe fn kind_unchecked(&self, i: usize) -> &AtomicU8 {
+    pub unsafe fn kind_unchecked(&self, i: usize) -> &AtomicU32 {
         debug_assert!(i < self.count);
         // SAFETY: in bounds by the caller's contract; the kinds mapping
-        // lives as long as `self` and holds one byte per span; AtomicU8
-        // has the layout of u8.
-        unsafe { &*self.kinds.ptr().add(i).cast::<AtomicU8>() }
+        // lives as long as `self` and holds one aligned word per span
+        // (page-aligned mapping); zero bytes are a valid AtomicU32.
+        unsafe { &*self.kinds.ptr().cast::<AtomicU32>().add(i) }
     }
 
     /// [`meta`](Self::meta) without the bounds check.
@@ -276,5 +318,47 @@ impl SpanTable {
         // zero bytes are valid atomics; the mapping lives as long as
         // `self`.
         unsafe { &*self.bitmaps.ptr().add(off).cast::<Words>() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kind;
+    use crate::classes::MAX_CLASSES;
+
+    /// `owned_class` finds the class of its own heap's small spans and
+    /// nothing else: other kinds, other heaps' spans.
+    #[test]
+    fn a_kind_word_names_the_owner_and_the_class() {
+        let others = [
+            kind::FREE,
+            kind::FREE_HEAD,
+            kind::FREE_TAIL,
+            kind::LARGE,
+            kind::LARGE_BODY,
+            kind::CLEARING,
+            kind::CACHED,
+        ];
+        let heaps = [0, 1, 2, 255, 256, 4095, (1 << 23) - 1];
+        for &i in &heaps {
+            let me = kind::owner_tag(i);
+            for k in others {
+                assert_eq!(kind::owned_class(k, me), None, "kind {k} for heap {i}");
+            }
+            for class in 0..MAX_CLASSES {
+                let k = kind::small(class, me);
+                assert!(k >= kind::SMALL);
+                assert_eq!(kind::class(k), class);
+                assert_eq!(kind::owned_class(k, me), Some(class));
+                for &j in heaps.iter().filter(|&&j| j != i) {
+                    let other = kind::small(class, kind::owner_tag(j));
+                    assert_eq!(
+                        kind::owned_class(other, me),
+                        None,
+                        "heap {j}'s span for heap {i}"
+                    );
+                }
+            }
+        }
     }
 }

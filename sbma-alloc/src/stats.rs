@@ -85,7 +85,7 @@ impl SbmaAlloc {
             let k = core.spans.kind(s).load(Relaxed);
             if k >= crate::span::kind::SMALL {
                 let m = core.spans.meta(s);
-                let c = (k - crate::span::kind::SMALL) as usize;
+                let c = crate::span::kind::class(k);
                 let in_use = m
                     .capacity
                     .load(Relaxed)
