@@ -8,7 +8,7 @@
 //!   which heap owns it. Every span of a run is written, so any address
 //!   resolves to the truth and an interior pointer is never taken for the
 //!   start of an object. The owner's free checks "small, mine, of class
-//!   c" with one load, one xor and one compare ([`kind::small`]).
+//!   c" with one load, one xor and one compare ([`kind::owned_class`]).
 //! - `metas`: one [`SpanMeta`] per span.
 //! - `bitmaps`: per span, interleaved bitmaps of one bit per block,
 //!   grouped by 64 blocks ([`Words`]): `local` (free blocks, written only
@@ -46,8 +46,9 @@ pub(crate) mod kind {
     pub const FREE_HEAD: u32 = 1;
     /// Last span of a free run of two or more (meta holds the length too).
     pub const FREE_TAIL: u32 = 2;
-    /// Carved into blocks of class `k - SMALL` (for any `k >= SMALL`),
-    /// owned by one heap: the free path learns the class from this byte.
+    /// Carved into blocks of class `(k & 0xff) - SMALL` (for any kind
+    /// word `k >= SMALL`, see [`class`]), owned by one heap whose tag is in
+    /// the word's high bits ([`small`]).
     pub const SMALL: u32 = 16;
     /// First span of a large object.
     pub const LARGE: u32 = 4;
